@@ -1,0 +1,203 @@
+"""Command line of the PaddlePaddle U-GAT-IT: the official arguments, names and defaults.
+
+Examples:
+    python main.py --demo                                    # build demo data, train briefly, test
+    python main.py --phase train --dataset selfie2anime      # the paper's setting (full model)
+    python main.py --phase train --dataset selfie2anime --light True
+    python main.py --phase test  --dataset selfie2anime
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from utils import check_folder, str2bool
+
+log = logging.getLogger('ugatit')
+
+# `--demo`: a small light model on the generated demo data, a few minutes on 2 CPU cores.
+# Explicit flags override these.
+DEMO_DEFAULTS = dict(dataset='demo', light=True, ch=8, n_res=2, img_size=96, iteration=200,
+                     print_freq=100, save_freq=200, device='cpu', num_workers=0)
+
+
+def default_device() -> str:
+    import paddle
+    return 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--phase', type=str, default='train', choices=['train', 'test'], help='train or test')
+    p.add_argument('--light', type=str2bool, default=False,
+                   help='U-GAT-IT light (γ/β MLP on pooled features, 10.6 M-parameter G) instead of full (279 M)')
+    p.add_argument('--dataset', type=str, default='YOUR_DATASET_NAME',
+                   help='dataset name: images in <data_root>/<dataset>/{trainA,trainB,testA,testB}')
+    p.add_argument('--demo', action='store_true',
+                   help='build the demo dataset from scikit-image pictures if needed, train a small light '
+                        'model on it, then test (flags given explicitly override the demo settings)')
+
+    g = p.add_argument_group('Training')
+    g.add_argument('--iteration', type=int, default=1000000, help='number of training iterations')
+    g.add_argument('--batch_size', type=int, default=1, help='batch size (per process)')
+    g.add_argument('--print_freq', type=int, default=1000, help='sample-grid period in steps; logs every print_freq/10')
+    g.add_argument('--save_freq', type=int, default=100000, help='checkpoint period in steps')
+    g.add_argument('--latest_freq', type=int, default=1000, help='period of the rolling "latest" checkpoint')
+    g.add_argument('--decay_flag', type=str2bool, default=True,
+                   help='decay the learning rate linearly to 0 over the second half of training')
+    g.add_argument('--lr', type=float, default=0.0001, help='Adam learning rate')
+    g.add_argument('--weight_decay', type=float, default=0.0001, help='coupled L2 weight decay of Adam')
+    g.add_argument('--seed', type=int, default=0, help='seed of the initial weights and of data order and augmentation')
+    g.add_argument('--resume', type=str2bool, default=False, help='continue from the newest checkpoint in the result folder')
+
+    g = p.add_argument_group('Loss weights')
+    g.add_argument('--adv_weight', type=float, default=1, help='λ_adv, weight of the adversarial losses')
+    g.add_argument('--cycle_weight', type=float, default=10, help='λ_cycle, weight of the cycle-consistency loss')
+    g.add_argument('--identity_weight', type=float, default=10, help='λ_identity, weight of the identity loss')
+    g.add_argument('--cam_weight', type=float, default=1000, help='λ_cam, weight of the generator CAM loss')
+
+    g = p.add_argument_group('Architecture')
+    g.add_argument('--ch', type=int, default=64, help='base channel number per layer')
+    g.add_argument('--n_res', type=int, default=4, help='number of residual blocks in the encoder and decoder')
+    g.add_argument('--n_dis', type=int, default=6,
+                   help='discriminator depth: the global D has n_dis+1 layers and the local one n_dis-1 (official: 7 and 5)')
+    g.add_argument('--img_size', type=int, default=256, help='image size (a multiple of 4, at least 96)')
+    g.add_argument('--img_ch', type=int, default=3, choices=[1, 3], help='image channels (3: RGB, 1: grey)')
+
+    g = p.add_argument_group('Files and devices')
+    g.add_argument('--data_root', type=str, default='dataset', help='folder that holds the datasets')
+    g.add_argument('--result_dir', type=str, default='results', help='outputs go to <result_dir>/<dataset>/')
+    g.add_argument('--device', type=str, default=None, choices=['cpu', 'gpu', 'cuda'],
+                   help='cpu or gpu (default: gpu when Paddle is compiled with CUDA, else cpu; cuda = gpu)')
+    g.add_argument('--num_workers', type=int, default=2, help='data-loading worker processes (0: load in the main process)')
+    g.add_argument('--benchmark_flag', type=str2bool, default=False,
+                   help='let cuDNN search the fastest convolution algorithms (FLAGS_cudnn_exhaustive_search)')
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line (``argv`` defaults to sys.argv[1:])."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if '--demo' in argv:
+        parser.set_defaults(**DEMO_DEFAULTS)
+    args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = default_device()
+    if args.device == 'cuda':
+        args.device = 'gpu'
+    return check_args(args, parser)
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Reject values the model cannot run with, with one line naming the fix."""
+    from networks import min_image_size
+    positive = ('iteration', 'batch_size', 'print_freq', 'save_freq', 'latest_freq', 'ch')
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+    if args.n_res < 0:
+        parser.error(f'--n_res must be >= 0, got {args.n_res}')
+    if args.n_dis < 4:
+        parser.error(f'--n_dis must be >= 4 (local discriminator n_dis-1 >= 3 layers), got {args.n_dis}')
+    smallest = min_image_size(args.n_dis + 1)
+    if args.img_size % 4 or args.img_size < smallest:
+        parser.error(f'--img_size must be a multiple of 4 and at least {smallest} '
+                     f'(the global discriminator with --n_dis {args.n_dis}), got {args.img_size}')
+    if args.lr <= 0 or args.weight_decay < 0:
+        parser.error('--lr must be > 0 and --weight_decay >= 0')
+    if args.num_workers < 0:
+        parser.error(f'--num_workers must be >= 0, got {args.num_workers}')
+    return args
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
+
+
+def set_device(args: argparse.Namespace) -> None:
+    import paddle
+    if args.device == 'gpu' and not paddle.device.is_compiled_with_cuda():
+        raise SystemExit('error: --device gpu, but this Paddle is a CPU build: '
+                         'install paddlepaddle-gpu or pass --device cpu')
+    paddle.set_device(args.device)
+    if args.benchmark_flag and args.device == 'gpu':
+        paddle.set_flags({'FLAGS_cudnn_exhaustive_search': True})
+
+
+def save_options(args: argparse.Namespace) -> None:
+    folder = check_folder(os.path.join(args.result_dir, args.dataset))
+    with open(os.path.join(folder, f'options_{args.phase}.json'), 'w') as f:
+        json.dump(vars(args), f, indent=1, sort_keys=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    from dataset import DatasetError
+    from UGATIT import UGATIT
+
+    set_device(args)
+    if args.demo:
+        from demo_data import build_demo_dataset
+        path = build_demo_dataset(root=args.data_root, name=args.dataset)
+        log.info('demo dataset: %s', path)
+    save_options(args)
+    gan = UGATIT(args)
+    gan.build_model()
+    try:
+        if args.phase == 'train':
+            untrained = demo_untrained_error(gan, args) if args.demo and not args.resume else None
+            gan.train()
+            if args.demo:
+                report_demo(args, gan.test(), untrained)
+        elif args.phase == 'test':
+            test_dir = gan.test()
+            log.info('test results: %s', test_dir)
+    except DatasetError as e:
+        raise SystemExit(f'error: {e}') from None
+
+
+def demo_untrained_error(gan, args: argparse.Namespace) -> float:
+    """A2B translation error of the freshly initialised model on the demo test set."""
+    from dataset import ImageFolder
+    from demo_data import translation_error
+    data = os.path.join(args.data_root, args.dataset)
+    out = check_folder(os.path.join(args.result_dir, args.dataset, 'untrained', 'A2B'))
+    gan.translate_folder(ImageFolder(os.path.join(data, 'testA'), args.img_size, channels=args.img_ch), 'A2B', out)
+    return translation_error(out, os.path.join(data, 'testB'))
+
+
+def report_demo(args: argparse.Namespace, test_dir: str, untrained: float | None) -> dict:
+    """Log (and save as demo_error.json) how close the demo translations are to the ground truth.
+
+    The demo's domain B is a known filter of domain A, so testB/x is the exact A2B
+    translation of testA/x: the mean absolute pixel error (in [0, 1]) measures learning.
+    """
+    from demo_data import translation_error
+    data = os.path.join(args.data_root, args.dataset)
+    errors = {
+        'untrained': untrained,
+        'trained': translation_error(os.path.join(test_dir, 'A2B'), os.path.join(data, 'testB')),
+        'identity_baseline': translation_error(os.path.join(data, 'testA'), os.path.join(data, 'testB')),
+        'iteration': args.iteration,
+    }
+    with open(os.path.join(args.result_dir, args.dataset, 'demo_error.json'), 'w') as f:
+        json.dump(errors, f, indent=1)
+    log.info('demo A2B error vs ground truth (mean |pixel| in [0,1]): untrained %s, trained %.4f, '
+             'identity baseline %.4f', 'n/a' if untrained is None else f'{untrained:.4f}',
+             errors['trained'], errors['identity_baseline'])
+    log.info('results: sample grids in %s, test strips and translations in %s',
+             os.path.join(args.result_dir, args.dataset, 'img'), test_dir)
+    return errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    run(parse_args(argv))
+
+
+if __name__ == '__main__':
+    main()

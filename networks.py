@@ -1,0 +1,362 @@
+"""U-GAT-IT networks in paddle.nn, layer for layer as the official PyTorch code.
+
+Official source: znxlwm/UGATIT-pytorch, networks.py at HEAD (b8c4251). Class names,
+constructor arguments, sub-layer names and the order of layers inside each
+``nn.Sequential`` are the official ones, so that state dicts line up key by key
+(see convert.py) and a reader can hold the two files side by side.
+
+Layers only: no I/O, no printing.
+"""
+from __future__ import annotations
+
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+__all__ = [
+    'ResnetGenerator', 'ResnetBlock', 'ResnetAdaILNBlock', 'adaILN', 'ILN',
+    'Discriminator', 'RhoClipper', 'init_like_torch', 'min_image_size',
+]
+
+
+# --------------------------------------------------------------------------- #
+# Initialisation
+# --------------------------------------------------------------------------- #
+def init_like_torch(layer: nn.Layer) -> None:
+    """Initialise a Conv2D/Linear as PyTorch does by default (the official code sets no init).
+
+    torch uses kaiming_uniform(a=sqrt(5)) for weights and U(-b, b) for biases, which both
+    reduce to U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Paddle's defaults differ (Kaiming normal
+    for convolutions, Xavier for Linear, zero biases), which changes the training dynamics.
+    fan_in is in_channels * kh * kw for a convolution and in_features for a Linear (whose
+    Paddle weight is stored [in, out]).
+    """
+    weight = layer.weight
+    if isinstance(layer, nn.Linear):
+        fan_in = weight.shape[0]
+    else:
+        fan_in = int(math.prod(weight.shape[1:]))
+    bound = 1.0 / math.sqrt(fan_in)
+    uniform = nn.initializer.Uniform(-bound, bound)
+    uniform(weight)
+    if getattr(layer, 'bias', None) is not None:
+        uniform(layer.bias)
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, bias: bool = False) -> nn.Conv2D:
+    """A padding-free convolution (the padding is an explicit reflection pad before it)."""
+    conv = nn.Conv2D(in_ch, out_ch, kernel, stride=stride, padding=0, bias_attr=None if bias else False)
+    init_like_torch(conv)
+    return conv
+
+
+def _linear(in_features: int, out_features: int, bias: bool = False) -> nn.Linear:
+    linear = nn.Linear(in_features, out_features, bias_attr=None if bias else False)
+    init_like_torch(linear)
+    return linear
+
+
+def _spectral_norm(layer: nn.Layer) -> nn.Layer:
+    """Spectral normalisation with one power iteration per training-mode forward (as torch).
+
+    The weight becomes the parameter ``weight_orig``; ``weight_u``/``weight_v`` are buffers.
+    """
+    return nn.utils.spectral_norm(layer)
+
+
+def _instance_norm(num_features: int) -> nn.InstanceNorm2D:
+    """torch's ``nn.InstanceNorm2d(C)``: biased variance, eps 1e-5, no affine parameters."""
+    return nn.InstanceNorm2D(num_features, epsilon=1e-5, weight_attr=False, bias_attr=False)
+
+
+# --------------------------------------------------------------------------- #
+# Normalisation: AdaLIN and LIN
+# --------------------------------------------------------------------------- #
+def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """ρ·â_I + (1−ρ)·â_L, the mix of instance- and layer-normalised x.
+
+    â_I = (x − μ_I) / sqrt(σ²_I + ε), statistics per sample and channel (over H, W);
+    â_L = (x − μ_L) / sqrt(σ²_L + ε), statistics per sample (over C, H, W).
+    Both variances are unbiased (divide by n − 1), as ``torch.var`` in the official code.
+    """
+    in_mean = x.mean(axis=[2, 3], keepdim=True)
+    in_var = x.var(axis=[2, 3], keepdim=True, unbiased=True)
+    out_in = (x - in_mean) / paddle.sqrt(in_var + eps)
+    ln_mean = x.mean(axis=[1, 2, 3], keepdim=True)
+    ln_var = x.var(axis=[1, 2, 3], keepdim=True, unbiased=True)
+    out_ln = (x - ln_mean) / paddle.sqrt(ln_var + eps)
+    return rho * out_in + (1 - rho) * out_ln
+
+
+class adaILN(nn.Layer):
+    """Adaptive Layer-Instance Normalisation (AdaLIN, paper eq. 1).
+
+        out = γ · (ρ·â_I + (1−ρ)·â_L) + β
+
+    γ, β ∈ R^{B×C} come from the generator's MLP (one pair per image); ρ ∈ [0, 1]^C is
+    learned, initialised to 0.9 and clipped to [0, 1] after every generator step
+    (``RhoClipper``). Variances are unbiased, ε = 1e-5.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.rho = self.create_parameter(
+            [1, num_features, 1, 1], default_initializer=nn.initializer.Constant(0.9))
+
+    def forward(self, input: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
+        out = instance_layer_norm(input, self.rho, self.eps)
+        return out * gamma.unsqueeze([2, 3]) + beta.unsqueeze([2, 3])
+
+
+class ILN(nn.Layer):
+    """Layer-Instance Normalisation of the up-sampling blocks.
+
+        out = γ · (ρ·â_I + (1−ρ)·â_L) + β
+
+    as ``adaILN`` but with learned per-channel γ (init 1) and β (init 0), and ρ initialised
+    to 0.0 (pure layer norm), clipped to [0, 1] after every generator step.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        shape = [1, num_features, 1, 1]
+        self.rho = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
+        self.gamma = self.create_parameter(shape, default_initializer=nn.initializer.Constant(1.0))
+        self.beta = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, input: paddle.Tensor) -> paddle.Tensor:
+        return instance_layer_norm(input, self.rho, self.eps) * self.gamma + self.beta
+
+
+class RhoClipper:
+    """Clamp ρ of every AdaLIN/ILN layer to [clip_min, clip_max].
+
+    Apply with ``generator.apply(RhoClipper(0, 1))`` right after the generator's optimizer
+    step: ρ is a convex weight between instance and layer norm, and the paper constrains
+    it to [0, 1] (the official code added this in PR #5, after issue #4).
+    """
+
+    def __init__(self, min: float, max: float):
+        assert min < max, f'RhoClipper needs min < max, got {min} and {max}'
+        self.clip_min = min
+        self.clip_max = max
+
+    def __call__(self, module: nn.Layer) -> None:
+        rho = getattr(module, 'rho', None)
+        if rho is not None:
+            with paddle.no_grad():
+                rho.set_value(paddle.clip(rho, self.clip_min, self.clip_max))
+
+
+# --------------------------------------------------------------------------- #
+# Class activation map (shared by generator and discriminator)
+# --------------------------------------------------------------------------- #
+def _cam_weight(fc: nn.Linear) -> paddle.Tensor:
+    """The FC weight used to reweight feature channels, shaped [1, C, 1, 1].
+
+    Like the official ``list(fc.parameters())[0]`` this is the layer's first parameter.
+    Under spectral norm that is ``weight_orig``, the *un-normalised* weight, while the
+    logit itself uses the normalised one: a quirk of the official discriminator that we
+    keep for parity. Paddle stores a Linear weight as [in, out] = [C, 1].
+    """
+    weight = fc.parameters()[0]
+    return weight.transpose([1, 0]).unsqueeze([2, 3])
+
+
+def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
+                     conv1x1: nn.Conv2D, activation: nn.Layer):
+    """CAM attention: x → (attended features, cam_logit [B, 2], heatmap [B, 1, H, W]).
+
+    gap_logit = w_gapᵀ·GAP(x), gmp_logit = w_gmpᵀ·GMP(x);
+    features  = act(conv1x1([x ⊙ w_gap, x ⊙ w_gmp])), heatmap = Σ_c features.
+    """
+    batch = x.shape[0]
+    gap_logit = gap_fc(F.adaptive_avg_pool2d(x, 1).reshape([batch, -1]))
+    gmp_logit = gmp_fc(F.adaptive_max_pool2d(x, 1).reshape([batch, -1]))
+    gap = x * _cam_weight(gap_fc)
+    gmp = x * _cam_weight(gmp_fc)
+    cam_logit = paddle.concat([gap_logit, gmp_logit], axis=1)
+    x = activation(conv1x1(paddle.concat([gap, gmp], axis=1)))
+    heatmap = x.sum(axis=1, keepdim=True)
+    return x, cam_logit, heatmap
+
+
+# --------------------------------------------------------------------------- #
+# Generator
+# --------------------------------------------------------------------------- #
+class ResnetBlock(nn.Layer):
+    """Encoder residual block: x + [pad, conv3, IN, ReLU, pad, conv3, IN](x)."""
+
+    def __init__(self, dim: int, use_bias: bool):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Pad2D(1, mode='reflect'), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim), nn.ReLU(),
+            nn.Pad2D(1, mode='reflect'), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetAdaILNBlock(nn.Layer):
+    """Decoder residual block: x + [pad, conv3, AdaLIN, ReLU, pad, conv3, AdaLIN](x; γ, β)."""
+
+    def __init__(self, dim: int, use_bias: bool):
+        super().__init__()
+        self.pad1 = nn.Pad2D(1, mode='reflect')
+        self.conv1 = _conv(dim, dim, 3, bias=use_bias)
+        self.norm1 = adaILN(dim)
+        self.relu1 = nn.ReLU()
+        self.pad2 = nn.Pad2D(1, mode='reflect')
+        self.conv2 = _conv(dim, dim, 3, bias=use_bias)
+        self.norm2 = adaILN(dim)
+
+    def forward(self, x: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
+        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
+        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        return out + x
+
+
+class ResnetGenerator(nn.Layer):
+    """U-GAT-IT generator: encoder → CAM attention → AdaLIN decoder.
+
+    Returns ``(out, cam_logit, heatmap)``: the translated image in [-1, 1] [B, C_out, H, W],
+    the CAM logits [B, 2] (GAP, GMP) and the attention heatmap [B, 1, H/4, W/4].
+    ``light=True`` feeds the γ/β MLP with the globally average-pooled bottleneck (C values)
+    instead of the whole flattened bottleneck (C·H/4·W/4 values), which is what makes the
+    full generator 279 M parameters at 256 px and ties it to ``img_size``.
+    """
+
+    def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, n_blocks: int = 6,
+                 img_size: int = 256, light: bool = False):
+        assert n_blocks >= 0, f'n_blocks must be >= 0, got {n_blocks}'
+        super().__init__()
+        self.input_nc = input_nc
+        self.output_nc = output_nc
+        self.ngf = ngf
+        self.n_blocks = n_blocks
+        self.img_size = img_size
+        self.light = light
+
+        n_downsampling = 2
+        down = [nn.Pad2D(3, mode='reflect'), _conv(input_nc, ngf, 7), _instance_norm(ngf), nn.ReLU()]
+        for i in range(n_downsampling):
+            mult = 2 ** i
+            down += [nn.Pad2D(1, mode='reflect'), _conv(ngf * mult, ngf * mult * 2, 3, stride=2),
+                     _instance_norm(ngf * mult * 2), nn.ReLU()]
+        mult = 2 ** n_downsampling
+        dim = ngf * mult                                   # bottleneck channels
+        down += [ResnetBlock(dim, use_bias=False) for _ in range(n_blocks)]
+
+        # Class activation map
+        self.gap_fc = _linear(dim, 1)
+        self.gmp_fc = _linear(dim, 1)
+        self.conv1x1 = _conv(dim * 2, dim, 1, bias=True)
+        self.relu = nn.ReLU()
+
+        # γ, β MLP
+        mlp_in = dim if light else (img_size // mult) * (img_size // mult) * dim
+        fc = [_linear(mlp_in, dim), nn.ReLU(), _linear(dim, dim), nn.ReLU()]
+        self.gamma = _linear(dim, dim)
+        self.beta = _linear(dim, dim)
+
+        # Up-sampling bottleneck
+        for i in range(n_blocks):
+            setattr(self, 'UpBlock1_' + str(i + 1), ResnetAdaILNBlock(dim, use_bias=False))
+
+        # Up-sampling
+        up = []
+        for i in range(n_downsampling):
+            mult = 2 ** (n_downsampling - i)
+            up += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Pad2D(1, mode='reflect'),
+                   _conv(ngf * mult, ngf * mult // 2, 3), ILN(ngf * mult // 2), nn.ReLU()]
+        up += [nn.Pad2D(3, mode='reflect'), _conv(ngf, output_nc, 7), nn.Tanh()]
+
+        self.DownBlock = nn.Sequential(*down)
+        self.FC = nn.Sequential(*fc)
+        self.UpBlock2 = nn.Sequential(*up)
+
+    def forward(self, input: paddle.Tensor):
+        x = self.DownBlock(input)                                    # [B, 4ch, H/4, W/4]
+        x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
+        if self.light:
+            x_ = F.adaptive_avg_pool2d(x, 1)
+        else:
+            x_ = x
+        x_ = self.FC(x_.reshape([x_.shape[0], -1]))
+        gamma, beta = self.gamma(x_), self.beta(x_)                 # [B, 4ch] each
+        for i in range(self.n_blocks):
+            x = getattr(self, 'UpBlock1_' + str(i + 1))(x, gamma, beta)
+        out = self.UpBlock2(x)                                       # [B, C_out, H, W]
+        return out, cam_logit, heatmap
+
+
+# --------------------------------------------------------------------------- #
+# Discriminator
+# --------------------------------------------------------------------------- #
+class Discriminator(nn.Layer):
+    """PatchGAN discriminator with CAM attention and spectral norm.
+
+    ``n_layers - 2`` stride-2 4×4 convolutions, one stride-1 4×4 convolution, the CAM
+    block and a final stride-1 4×4 convolution to one channel; every convolution and both
+    CAM FCs are spectrally normalised, except ``conv1x1``. The official code builds the
+    global discriminator with n_layers=7 (256 px → 6×6 patch map, channels up to 32·ndf)
+    and the local one with n_layers=5 (→ 30×30, up to 8·ndf).
+    Returns ``(out [B, 1, h, w], cam_logit [B, 2], heatmap [B, 1, h+1, w+1])``.
+    """
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 5):
+        super().__init__()
+        assert n_layers >= 3, f'Discriminator needs n_layers >= 3, got {n_layers}'
+        model = [nn.Pad2D(1, mode='reflect'), _spectral_norm(_conv(input_nc, ndf, 4, stride=2, bias=True)),
+                 nn.LeakyReLU(0.2)]
+        for i in range(1, n_layers - 2):
+            mult = 2 ** (i - 1)
+            model += [nn.Pad2D(1, mode='reflect'),
+                      _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=2, bias=True)),
+                      nn.LeakyReLU(0.2)]
+        mult = 2 ** (n_layers - 2 - 1)
+        model += [nn.Pad2D(1, mode='reflect'),
+                  _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=1, bias=True)),
+                  nn.LeakyReLU(0.2)]
+
+        # Class activation map
+        mult = 2 ** (n_layers - 2)
+        self.gap_fc = _spectral_norm(_linear(ndf * mult, 1))
+        self.gmp_fc = _spectral_norm(_linear(ndf * mult, 1))
+        self.conv1x1 = _conv(ndf * mult * 2, ndf * mult, 1, bias=True)
+        self.leaky_relu = nn.LeakyReLU(0.2)
+
+        self.pad = nn.Pad2D(1, mode='reflect')
+        self.conv = _spectral_norm(_conv(ndf * mult, 1, 4, bias=False))
+        self.model = nn.Sequential(*model)
+
+    def forward(self, input: paddle.Tensor):
+        x = self.model(input)
+        x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.leaky_relu)
+        out = self.conv(self.pad(x))
+        return out, cam_logit, heatmap
+
+
+def min_image_size(n_layers: int) -> int:
+    """Smallest square input (a multiple of 4, as the generator needs) a discriminator accepts.
+
+    Each stride-2 block (reflect pad 1, 4×4 conv) maps s → ⌊s/2⌋ and each stride-1 block
+    s → s − 1; every reflection pad needs at least 2 pixels and the patch map at least one.
+    The global discriminator (n_layers=7) needs 96 px, the local one (n_layers=5) 24 px.
+    """
+    size = 4
+    while True:
+        s, ok = size, True
+        for _ in range(n_layers - 2):          # stride-2 blocks
+            ok = ok and s >= 2
+            s //= 2
+        for _ in range(2):                     # stride-1 block, then the output conv
+            ok = ok and s >= 2
+            s -= 1
+        if ok and s >= 1:
+            return size
+        size += 4

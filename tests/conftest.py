@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny configurations that run in seconds on 2 CPU cores."""
+import logging
+
+import paddle
+import pytest
+
+from main import parse_args
+
+paddle.set_device('cpu')
+
+# The smallest configuration the discriminators accept: 96 px (global D), ch 4.
+TINY = ['--light', 'True', '--ch', '4', '--n_res', '1', '--img_size', '96', '--device', 'cpu',
+        '--num_workers', '0', '--seed', '0']
+
+
+def tiny_args(tmp_path, *extra: str, dataset: str = 'tiny', data_root=None):
+    """Parsed arguments of a tiny model writing under tmp_path."""
+    argv = TINY + ['--dataset', dataset, '--result_dir', str(tmp_path / 'results'),
+                   '--data_root', str(data_root or tmp_path / 'data')] + list(extra)
+    return parse_args(argv)
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory):
+    """A 6+6 train / 3+3 test demo dataset at 48 px (data_root, name)."""
+    from demo_data import build_demo_dataset
+    root = tmp_path_factory.mktemp('data')
+    build_demo_dataset(str(root), name='tiny', size=48, n_train=6, n_test=3, seed=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logging(caplog):
+    caplog.set_level(logging.INFO, logger='ugatit')

@@ -1,0 +1,125 @@
+"""The trainer: one training step, the learning-rate schedule, save and load."""
+import numpy as np
+import paddle
+import pytest
+
+from conftest import tiny_args
+from networks import ILN, adaILN
+from UGATIT import UGATIT, checkpoint_name, list_checkpoints
+
+LOSS_TERMS = {f'D_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
+    | {f'G_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
+    | {f'G_{t}_loss_{d}' for t in ('recon', 'identity', 'cam') for d in 'AB'} \
+    | {'D_loss_A', 'D_loss_B', 'D_loss', 'G_loss_A', 'G_loss_B', 'G_loss'}
+
+
+def build(tmp_path, *extra):
+    gan = UGATIT(tiny_args(tmp_path, *extra))
+    gan.build_model()
+    return gan
+
+
+def batch(seed, n=1, size=96):
+    return paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, (n, 3, size, size)).astype('float32'))
+
+
+def snapshot(gan):
+    return {name: {k: v.numpy().copy() for k, v in net.state_dict().items()}
+            for name, net in gan.networks().items()}
+
+
+def test_build_model_needs_no_data(tmp_path):
+    gan = build(tmp_path, '--dataset', 'does_not_exist')
+    assert set(gan.networks()) == {'genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB'}
+    assert not (tmp_path / 'data').exists()
+
+
+def test_train_step_losses_finite_params_move_rho_clipped(tmp_path):
+    gan = build(tmp_path)
+    norms = [l for g in (gan.genA2B, gan.genB2A) for l in g.sublayers() if isinstance(l, (adaILN, ILN))]
+    for layer in norms[::2]:                       # push ρ outside [0, 1]: the step must clip it
+        layer.rho.set_value(np.full(layer.rho.shape, 1.5, np.float32))
+    for layer in norms[1::2]:
+        layer.rho.set_value(np.full(layer.rho.shape, -0.5, np.float32))
+    before = snapshot(gan)
+    losses = gan.train_step(batch(0), batch(1))
+    assert set(losses) == LOSS_TERMS
+    assert all(isinstance(v, float) and np.isfinite(v) for v in losses.values())
+    assert losses['D_loss'] == pytest.approx(losses['D_loss_A'] + losses['D_loss_B'], rel=1e-5)
+    assert losses['G_loss'] == pytest.approx(losses['G_loss_A'] + losses['G_loss_B'], rel=1e-5)
+    # The CAM term of an untrained generator sits near 2·ln 2 per domain.
+    assert 0.5 < losses['G_cam_loss_A'] < 3
+    after = snapshot(gan)
+    for name in before:
+        moved = [k for k in before[name] if not np.array_equal(before[name][k], after[name][k])]
+        assert moved, f'{name} did not change'
+    for layer in norms:
+        rho = layer.rho.numpy()
+        assert rho.min() >= 0 and rho.max() <= 1
+    assert any(np.all(l.rho.numpy() == 1.0) for l in norms[::2])
+    assert any(np.all(l.rho.numpy() == 0.0) for l in norms[1::2])
+
+
+def test_train_step_weights_losses(tmp_path):
+    """G_loss_A = λ_adv·Σ adv + λ_cycle·recon + λ_identity·identity + λ_cam·cam, for the given λs."""
+    gan = build(tmp_path, '--adv_weight', '2', '--cycle_weight', '3', '--identity_weight', '5', '--cam_weight', '7')
+    l = gan.train_step(batch(0), batch(1))
+    adv = sum(l[f'G_ad{k}_loss_{s}A'] for k in ('', '_cam') for s in 'GL')
+    expected = 2 * adv + 3 * l['G_recon_loss_A'] + 5 * l['G_identity_loss_A'] + 7 * l['G_cam_loss_A']
+    assert l['G_loss_A'] == pytest.approx(expected, rel=1e-5)
+    d_adv = sum(l[f'D_ad{k}_loss_{s}A'] for k in ('', '_cam') for s in 'GL')
+    assert l['D_loss_A'] == pytest.approx(2 * d_adv, rel=1e-5)
+
+
+def test_train_step_is_deterministic(tmp_path):
+    a, b = build(tmp_path), build(tmp_path)
+    la = [a.train_step(batch(i), batch(i + 10)) for i in range(2)]
+    lb = [b.train_step(batch(i), batch(i + 10)) for i in range(2)]
+    assert la == lb
+
+
+def test_lr_schedule_matches_official_decrements(tmp_path):
+    gan = build(tmp_path, '--iteration', '10', '--lr', '0.001')
+    lr, official = 0.001, []
+    for step in range(1, 11):                       # the official in-place decrement
+        if step > 5:
+            lr -= 0.001 / 5
+        official.append(lr)
+    np.testing.assert_allclose([gan.lr_at(s) for s in range(1, 11)], official, atol=1e-15)
+    no_decay = build(tmp_path, '--iteration', '10', '--decay_flag', 'False')
+    assert {no_decay.lr_at(s) for s in range(1, 11)} == {1e-4}
+
+
+def test_save_load_round_trip(tmp_path):
+    gan = build(tmp_path)
+    gan.train_step(batch(0), batch(1))
+    path = str(tmp_path / 'ckpt.pdparams')
+    gan.save(path, step=1)
+    other = build(tmp_path, '--seed', '7')
+    assert other.load(path) == 1
+    for name, net in gan.networks().items():
+        mine, theirs = net.state_dict(), getattr(other, name).state_dict()
+        assert mine.keys() == theirs.keys()
+        for k in mine:
+            np.testing.assert_array_equal(mine[k].numpy(), theirs[k].numpy(), err_msg=f'{name}.{k}')
+    # With the optimizer state restored, the next step is identical.
+    assert gan.train_step(batch(2), batch(3)) == other.train_step(batch(2), batch(3))
+
+
+def test_load_rejects_other_architecture(tmp_path):
+    gan = build(tmp_path)
+    path = str(tmp_path / 'ckpt.pdparams')
+    gan.save(path, step=3)
+    other = build(tmp_path, '--ch', '8')
+    with pytest.raises(ValueError, match='--ch 4 .checkpoint. vs 8'):
+        other.load(path)
+
+
+def test_checkpoint_names(tmp_path):
+    assert checkpoint_name('selfie2anime', 100000) == 'selfie2anime_params_0100000.pdparams'
+    assert checkpoint_name('selfie2anime', None) == 'selfie2anime_params_latest.pdparams'
+    for step in (20, 3, 100):
+        (tmp_path / checkpoint_name('x', step)).write_bytes(b'')
+    (tmp_path / checkpoint_name('xy', 500)).write_bytes(b'')
+    assert [p.rsplit('_', 1)[1] for p in list_checkpoints(str(tmp_path), 'x')] == \
+        ['0000003.pdparams', '0000020.pdparams', '0000100.pdparams']

@@ -1,0 +1,113 @@
+"""Small pure helpers: strict booleans, image/heatmap conversion, grids, atomic file writes."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+__all__ = ['str2bool', 'check_folder', 'denorm', 'tensor2numpy', 'RGB2BGR', 'cam',
+           'to_bgr_tile', 'translation_strip', 'atomic_write', 'write_image']
+
+_TRUE = ('true', 't', 'yes', 'y', '1')
+_FALSE = ('false', 'f', 'no', 'n', '0')
+
+
+def str2bool(x) -> bool:
+    """Parse a boolean flag strictly: true/false, yes/no, 1/0 (any case); anything else is an error.
+
+    The official ``x.lower() in ('true')`` is a substring test that reads 'ture' or 'rue' as
+    True and every typo of 'true' as False.
+    """
+    if isinstance(x, bool):
+        return x
+    value = str(x).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f'expected a boolean (True/False), got {x!r}')
+
+
+def check_folder(log_dir: str) -> str:
+    os.makedirs(log_dir, exist_ok=True)
+    return log_dir
+
+
+def denorm(x):
+    """[-1, 1] → [0, 1]."""
+    return x * 0.5 + 0.5
+
+
+def tensor2numpy(x) -> np.ndarray:
+    """C×H×W tensor → H×W×C float array."""
+    return np.asarray(x.numpy() if hasattr(x, 'numpy') else x).transpose(1, 2, 0)
+
+
+def RGB2BGR(x: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(x, cv2.COLOR_RGB2BGR)
+
+
+def cam(x: np.ndarray, size: int = 256) -> np.ndarray:
+    """Heatmap H×W(×1) → size×size×3 BGR JET colour map in [0, 1] (min–max normalised, as official)."""
+    x = np.asarray(x, np.float32).squeeze()
+    x = x - np.min(x)
+    peak = np.max(x)
+    cam_img = np.uint8(255 * (x / peak if peak > 0 else x))
+    cam_img = cv2.resize(cam_img, (size, size))
+    return cv2.applyColorMap(cam_img, cv2.COLORMAP_JET) / 255.0
+
+
+def to_bgr_tile(image) -> np.ndarray:
+    """A generator output or input C×H×W in [-1, 1] → H×W×3 BGR float in [0, 1]."""
+    x = np.clip(tensor2numpy(denorm(image)), 0, 1).astype(np.float32)
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return RGB2BGR(x)
+
+
+def translation_strip(real, identity, identity_heatmap, fake, fake_heatmap, cycle, cycle_heatmap,
+                      img_size: int) -> np.ndarray:
+    """The official 7-tile column: real, CAM, identity, CAM, translation, CAM, cycle (BGR, [0, 1])."""
+    return np.concatenate([
+        to_bgr_tile(real),
+        cam(tensor2numpy(identity_heatmap), img_size), to_bgr_tile(identity),
+        cam(tensor2numpy(fake_heatmap), img_size), to_bgr_tile(fake),
+        cam(tensor2numpy(cycle_heatmap), img_size), to_bgr_tile(cycle)], axis=0)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash at any moment leaves the old file or the new one.
+
+    Writes a temporary file in the same folder, fsyncs it, renames it over ``path``
+    (atomic on POSIX) and fsyncs the folder so the rename itself is durable.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_image(path: str, bgr01: np.ndarray) -> None:
+    """Write a BGR float image in [0, 1] as 8-bit, the format given by the extension."""
+    ext = os.path.splitext(path)[1] or '.png'
+    ok, buf = cv2.imencode(ext, np.clip(bgr01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if not ok:
+        raise OSError(f'could not encode image for {path}')
+    with open(path, 'wb') as f:
+        f.write(buf.tobytes())
