@@ -11,11 +11,11 @@ Losses (paper §2.2, official weights λ_adv=1, λ_cycle=10, λ_identity=10, λ_
 """
 from __future__ import annotations
 
-import io
-import json
+import contextlib
 import logging
+import math
 import os
-import re
+import signal
 import time
 from typing import Iterable
 
@@ -23,16 +23,21 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+import checkpoint as ckpt
+from checkpoint import CheckpointError, checkpoint_name, list_checkpoints
 from dataset import ImageFolder, TrainSampler, check_dataset, make_loader, test_transform
 from networks import Discriminator, ResnetGenerator, RhoClipper
-from utils import atomic_write, check_folder, translation_strip, write_image
+from utils import check_folder, translation_strip, write_image
 
 log = logging.getLogger('ugatit')
 
 NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 # Arguments that fix the shapes of the networks: a checkpoint only loads into the same ones.
 ARCH_ARGS = ('light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch')
-CHECKPOINT_FORMAT = 'ugatit-paddle/1'
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive training steps with non-finite losses or gradients."""
 
 
 # --------------------------------------------------------------------------- #
@@ -73,48 +78,42 @@ def l1(x: paddle.Tensor, y: paddle.Tensor) -> paddle.Tensor:
     return (x - y).abs().mean()
 
 
-# --------------------------------------------------------------------------- #
-# Checkpoint helpers
-# --------------------------------------------------------------------------- #
-def checkpoint_name(dataset: str, step: int | None) -> str:
-    """``<dataset>_params_%07d.pdparams`` (official naming), or ``..._latest`` for step None."""
-    return f'{dataset}_params_latest.pdparams' if step is None else f'{dataset}_params_{step:07d}.pdparams'
-
-
-def list_checkpoints(model_dir: str, dataset: str) -> list[str]:
-    """Periodic checkpoints of ``dataset`` in ``model_dir``, oldest first (by the step in the name)."""
-    if not os.path.isdir(model_dir):
-        return []
-    pattern = re.compile(re.escape(dataset) + r'_params_(\d+)\.pdparams$')
-    found = [(int(m.group(1)), name) for name in os.listdir(model_dir) if (m := pattern.match(name))]
-    return [os.path.join(model_dir, name) for _, name in sorted(found)]
-
-
 def _unwrap(layer):
     """The bare network inside a DataParallel / fleet wrapper."""
     return getattr(layer, '_layers', layer)
 
 
-def _optimizer_state(optim, names: dict[str, str]) -> dict:
-    """The optimizer state with Paddle's run-specific parameter names replaced by stable ones.
-
-    Paddle names accumulators after auto-generated parameter names ('conv2d_3.w_0_moment1_0'),
-    which depend on how many layers the process built before; a checkpoint must not.
-    """
-    state = {}
-    for key, value in optim.state_dict().items():
-        owner = max((p for p in names if key.startswith(p + '_')), key=len, default=None)
-        state[key if owner is None else names[owner] + key[len(owner):]] = value
-    return state
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loading workers leave Ctrl-C (sent to the whole process group) to the trainer,
+    which stops cleanly. SIGTERM stays: the DataLoader uses it to shut its workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _load_optimizer_state(optim, state: dict, names: dict[str, str]) -> None:
-    back = {stable: run for run, stable in names.items()}
-    renamed = {}
-    for key, value in state.items():
-        owner = max((s for s in back if key.startswith(s + '_')), key=len, default=None)
-        renamed[key if owner is None else back[owner] + key[len(owner):]] = value
-    optim.set_state_dict(renamed)
+class StopRequest:
+    """Signal handler: the first SIGINT/SIGTERM asks for a clean stop at the end of the step
+    (checkpoint, exit 0); a second one exits at once without saving."""
+
+    def __init__(self):
+        self.signal_name = None
+
+    def __call__(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.signal_name is not None:
+            log.warning('second %s: exiting at once without saving', name)
+            raise SystemExit(130)
+        self.signal_name = name
+        log.warning('%s received: stopping after this step with a checkpoint (again to exit at once)', name)
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 # --------------------------------------------------------------------------- #
@@ -136,8 +135,10 @@ class UGATIT:
         self.batch_size = args.batch_size
         self.print_freq = args.print_freq
         self.save_freq = args.save_freq
-        self.latest_freq = getattr(args, 'latest_freq', 1000)
-        self.num_workers = getattr(args, 'num_workers', 0)
+        self.latest_freq = args.latest_freq
+        self.keep_ckpt = args.keep_ckpt
+        self.max_nan_steps = args.max_nan_steps
+        self.num_workers = args.num_workers
         self.seed = args.seed
 
         self.lr = args.lr
@@ -158,7 +159,9 @@ class UGATIT:
         self.model_dir = os.path.join(self.out_dir, 'model')
         self.img_dir = os.path.join(self.out_dir, 'img')
         self.test_dir = os.path.join(self.out_dir, 'test')
-        self.start_step = 0        # last completed step (0: none)
+        self.start_step = 0          # last completed step (0: none)
+        self.nonfinite_steps = 0     # steps skipped for a non-finite loss or gradient, this run
+        self.stop_reason = None      # set when a signal stopped training
 
     # ------------------------------------------------------------------ #
     # Model
@@ -238,27 +241,73 @@ class UGATIT:
 
         # Update D
         self.D_optim.clear_grad()
+        power_iteration_state = self._spectral_norm_vectors()
         d_losses = self._d_losses(real_A, real_B, fake_A2B.detach(), fake_B2A.detach())
         d_losses['D_loss'].backward()
+        if not self._finite_update(d_losses['D_loss'], self.D_optim):
+            # A non-finite D loss skips the whole step: no update, and the spectral-norm u/v
+            # that these forwards advanced are put back.
+            self.D_optim.clear_grad()
+            for vector, saved in power_iteration_state:
+                vector.set_value(saved)
+            return self._skipped({**d_losses, **{k: math.nan for k in self._g_loss_names()}})
         self.D_optim.step()
 
-        # Update G
+        # Update G. D is only evaluated here: its parameters are frozen so that this backward
+        # computes no gradient for them (the official code computes and later discards them).
         self.G_optim.clear_grad()
-        g_losses = self._g_losses(
-            real_A, real_B, fake_A2B, fake_B2A, fake_A2B2A, fake_B2A2B, fake_A2A, fake_B2B,
-            fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit)
-        g_losses['G_loss'].backward()
+        with self._frozen(self.D_optim):
+            g_losses = self._g_losses(
+                real_A, real_B, fake_A2B, fake_B2A, fake_A2B2A, fake_B2A2B, fake_A2A, fake_B2B,
+                fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit)
+            g_losses['G_loss'].backward()
+        if not self._finite_update(g_losses['G_loss'], self.G_optim):
+            self.G_optim.clear_grad()    # keep D's update (from finite values), skip G's
+            return self._skipped({**d_losses, **g_losses})
         self.G_optim.step()
-        # D's parameters also received gradients from the G loss: drop them now.
-        self.D_optim.clear_grad()
 
         # Clip ρ of AdaLIN and ILN, after the optimizer step.
         self.genA2B.apply(self.Rho_clipper)
         self.genB2A.apply(self.Rho_clipper)
+        return self._as_floats({**d_losses, **g_losses})
 
-        losses = {**d_losses, **g_losses}
-        values = paddle.stack([v.reshape([]) for v in losses.values()]).numpy()   # one device sync
-        return {k: float(v) for k, v in zip(losses, values)}
+    def _spectral_norm_vectors(self) -> list:
+        """(buffer, copy) of every discriminator's spectral-norm u and v."""
+        return [(b, b.clone()) for name in ('disGA', 'disGB', 'disLA', 'disLB')
+                for key, b in _unwrap(getattr(self, name)).named_buffers() if key.endswith(('weight_u', 'weight_v'))]
+
+    @staticmethod
+    def _as_floats(losses: dict) -> dict[str, float]:
+        values = [v.reshape([]) if isinstance(v, paddle.Tensor) else paddle.to_tensor(v, 'float32') for v in losses.values()]
+        return {k: float(v) for k, v in zip(losses, paddle.stack(values).numpy())}   # one device sync
+
+    def _skipped(self, losses: dict) -> dict[str, float]:
+        self.nonfinite_steps += 1
+        return self._as_floats(losses)
+
+    @staticmethod
+    def _finite_update(loss: paddle.Tensor, optim) -> bool:
+        """Whether the loss and every gradient of the optimizer's parameters are finite."""
+        grads = [p.grad for p in optim._parameter_list if p.grad is not None]
+        return ckpt.all_finite([loss] + grads)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _frozen(optim):
+        params = [p for p in optim._parameter_list if not p.stop_gradient]
+        for p in params:
+            p.stop_gradient = True
+        try:
+            yield
+        finally:
+            for p in params:
+                p.stop_gradient = False
+
+    @staticmethod
+    def _g_loss_names() -> list[str]:
+        names = [f'G_ad{k}_loss_{s}{d}' for d in 'AB' for s in 'GL' for k in ('', '_cam')]
+        names += [f'G_{t}_loss_{d}' for d in 'AB' for t in ('recon', 'identity', 'cam')]
+        return names + ['G_loss_A', 'G_loss_B', 'G_loss']
 
     def _d_losses(self, real_A, real_B, fake_A2B, fake_B2A) -> dict:
         losses = {}
@@ -306,16 +355,29 @@ class UGATIT:
 
     def _train_stream(self, dataset: ImageFolder, stream: int, first_step: int):
         sampler = TrainSampler(dataset, self.batch_size, self.seed, stream, first_step, self.iteration)
-        return iter(make_loader(dataset, batch_sampler=sampler, num_workers=self.num_workers))
+        return iter(make_loader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                worker_init_fn=_ignore_stop_signals))
+
+    def data_fingerprint(self, *datasets: ImageFolder) -> dict:
+        """Image counts and a hash of the file names: the data order is a function of these."""
+        import hashlib
+        return {os.path.basename(d.root): [len(d), hashlib.sha1('\n'.join(
+            os.path.relpath(p, d.root) for p in d.paths).encode()).hexdigest()[:16]] for d in datasets}
 
     # ------------------------------------------------------------------ #
     # Training loop
     # ------------------------------------------------------------------ #
     def train(self) -> None:
+        """Train from step 1, or from the newest checkpoint with --resume, up to --iteration.
+
+        Stops cleanly on SIGINT/SIGTERM (checkpoint at the current step), skips steps whose
+        loss or gradients are not finite and gives up after --max_nan_steps in a row.
+        """
         check_dataset(self.data_root, self.dataset)
         trainA, trainB = self._domain('trainA', True), self._domain('trainB', True)
-        for folder in (self.model_dir, self.img_dir):
-            check_folder(folder)
+        self.fingerprint = self.data_fingerprint(trainA, trainB)
+        ckpt.check_writable(self.model_dir, need_bytes=self.checkpoint_bytes())
+        check_folder(self.img_dir)
         if self.resume:
             self.resume_latest()
         first = self.start_step + 1
@@ -325,12 +387,15 @@ class UGATIT:
         grid = self._grid_samples(trainA, trainB)
         iter_A = self._train_stream(trainA, 0, first)
         iter_B = self._train_stream(trainB, 1, first)
-
-        log_every = max(1, self.print_freq // 10)
         log.info('training start: steps %d..%d, %s, batch %d, %d+%d train images',
                  first, self.iteration, self.model_name, self.batch_size, len(trainA), len(trainB))
+        with StopRequest().installed() as stop:
+            self._loop(first, iter_A, iter_B, grid, stop)
+
+    def _loop(self, first: int, iter_A, iter_B, grid: dict, stop: StopRequest) -> None:
+        log_every = max(1, self.print_freq // 10)
         start_time = interval_time = time.time()
-        sums, count = {}, 0
+        sums, count, steps, nan_run = {}, 0, 0, 0
         for step in range(first, self.iteration + 1):
             lr = self.lr_at(step)
             self.G_optim.set_lr(lr)
@@ -338,23 +403,55 @@ class UGATIT:
             real_A, real_B = next(iter_A)[0], next(iter_B)[0]
             losses = self.train_step(real_A, real_B)
             self.start_step = step
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            steps += 1
+
+            if math.isfinite(losses['D_loss']) and math.isfinite(losses['G_loss']):
+                nan_run = 0
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            else:
+                nan_run += 1
+                log.warning('step %d: non-finite loss (d_loss %s, g_loss %s): update skipped (%d in a row, '
+                            '%d this run)', step, losses['D_loss'], losses['G_loss'], nan_run, self.nonfinite_steps)
+                if nan_run >= self.max_nan_steps:
+                    last = self.newest_checkpoint()
+                    raise TrainingDiverged(
+                        f'{nan_run} consecutive steps with non-finite losses (steps {step - nan_run + 1}-{step}): '
+                        f'training stopped; the last good checkpoint is {last or "none (none was written)"}: '
+                        f'lower --lr or check the data, then --resume True')
 
             if step % log_every == 0 or step == self.iteration:
                 now = time.time()
                 log.info('[%7d/%7d] time %.1fs  %.2f it/s  d_loss %.4f  g_loss %.4f  lr %.2e',
-                         step, self.iteration, now - start_time, count / max(now - interval_time, 1e-9),
-                         sums['D_loss'] / count, sums['G_loss'] / count, lr)
-                sums, count, interval_time = {}, 0, now
+                         step, self.iteration, now - start_time, steps / max(now - interval_time, 1e-9),
+                         sums.get('D_loss', math.nan) / max(count, 1), sums.get('G_loss', math.nan) / max(count, 1), lr)
+                sums, count, steps, interval_time = {}, 0, 0, now
             if step % self.print_freq == 0:
                 self.save_grids(step, grid)
-            if step % self.save_freq == 0:
-                self.save(os.path.join(self.model_dir, checkpoint_name(self.dataset, step)), step)
-            if step % self.latest_freq == 0 or step == self.iteration:
-                self.save(os.path.join(self.model_dir, checkpoint_name(self.dataset, None)), step)
+            self._periodic_saves(step)
+            if stop.signal_name:
+                path = self._save_latest(step)
+                self.stop_reason = stop.signal_name
+                log.warning('stopped by %s at step %d: checkpoint %s; continue with --resume True',
+                            stop.signal_name, step, path)
+                return
         log.info('training finished at step %d: checkpoints in %s', self.iteration, self.model_dir)
+
+    def _periodic_saves(self, step: int) -> None:
+        if step % self.save_freq == 0:
+            self.save(os.path.join(self.model_dir, checkpoint_name(self.dataset, step)), step)
+            for path in ckpt.prune(self.model_dir, self.dataset, self.keep_ckpt):
+                log.info('removed %s (--keep_ckpt %d)', path, self.keep_ckpt)
+        if step % self.latest_freq == 0 or step == self.iteration:
+            self._save_latest(step)
+
+    def _save_latest(self, step: int) -> str:
+        path = os.path.join(self.model_dir, checkpoint_name(self.dataset, None))
+        if self._latest_step != step:
+            self.save(path, step)
+            self._latest_step = step
+        return path
 
     # ------------------------------------------------------------------ #
     # Sample grids
@@ -404,12 +501,7 @@ class UGATIT:
         img_size, same stem as the input) for metric computation. Returns the test folder.
         """
         check_dataset(self.data_root, self.dataset, ('testA', 'testB'))
-        path = self.newest_checkpoint()
-        if path is None:
-            raise FileNotFoundError(f'no checkpoint in {self.model_dir}: train first '
-                                    f'(--phase train) or convert official weights with convert.py')
-        step = self.load(path, weights_only=True)
-        log.info('testing with %s (step %d)', path, step)
+        self.load_newest(weights_only=True)
         self.set_mode(False)
         for direction, domain in (('A2B', 'testA'), ('B2A', 'testB')):
             data = ImageFolder(os.path.join(self.data_root, self.dataset, domain), self.img_size,
@@ -440,54 +532,99 @@ class UGATIT:
     def arch(self) -> dict:
         return {name: getattr(self.args, name) for name in ARCH_ARGS}
 
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: weights plus Adam's two moments, in float32."""
+        return 3 * 4 * sum(int(np.prod(p.shape)) for name in NETWORKS for p in getattr(self, name).parameters())
+
     def save(self, path: str, step: int) -> None:
-        """Write one checkpoint dict (networks, optimisers, step, arguments), atomically."""
+        """Write one checkpoint: the six networks (spectral-norm u/v included), both optimisers,
+        the step, the learning rate, the RNG state, the data fingerprint and the arguments.
+
+        Written atomically, by rank 0 only; never when a parameter is NaN or infinite.
+        """
+        if paddle.distributed.get_rank() != 0:
+            return
+        params = self._params(*NETWORKS)
+        if not ckpt.all_finite(params):
+            log.error('not writing %s: the parameters at step %d are not finite', path, step)
+            return
         state = {name: _unwrap(net).state_dict() for name, net in self.networks().items()}
-        state['G_optim'] = _optimizer_state(self.G_optim, self._stable_param_names('genA2B', 'genB2A'))
-        state['D_optim'] = _optimizer_state(self.D_optim, self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
-        state.update(format=CHECKPOINT_FORMAT, step=int(step), lr=self.lr_at(max(step, 1)),
-                     arch=self.arch(), args=vars(self.args).copy(), seed=self.seed)
-        buffer = io.BytesIO()
-        paddle.save(state, buffer)
-        atomic_write(path, buffer.getvalue())
+        state['G_optim'] = ckpt.portable_optimizer_state(self.G_optim, self._stable_param_names('genA2B', 'genB2A'))
+        state['D_optim'] = ckpt.portable_optimizer_state(
+            self.D_optim, self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
+        state.update(format=ckpt.FORMAT, step=int(step), lr=self.lr_at(max(step, 1)), arch=self.arch(),
+                     args=vars(self.args).copy(), seed=self.seed, rng=paddle.get_rng_state(),
+                     data=getattr(self, 'fingerprint', None))
+        started = time.time()
+        size = ckpt.write_checkpoint(path, state)
+        log.info('saved %s (step %d, %.2f GB, %.1fs)', path, step, size / 1e9, time.time() - started)
+
+    _latest_step = None     # step of the last 'latest' checkpoint written by this run
 
     def load(self, path: str, weights_only: bool = False) -> int:
-        """Load a checkpoint written by ``save`` (or converted by convert.py); returns its step."""
-        state = paddle.load(path)
-        arch = state.get('arch')
-        if arch is not None:
-            differing = [f'--{k} {arch[k]} (checkpoint) vs {getattr(self.args, k)} (now)'
-                         for k in ARCH_ARGS if k in arch and arch[k] != getattr(self.args, k)]
-            if differing:
-                raise ValueError(f'{path} was trained with other network arguments: ' + '; '.join(differing))
+        """Load a checkpoint written by ``save`` or converted by convert.py; returns its step.
+
+        Checks the architecture first (one-line ``ArchitectureMismatch``), then every network's
+        keys and shapes. Without ``weights_only`` also restores the optimisers (fresh Adam state,
+        with a log line, when the checkpoint has none: converted official weights) and the RNG.
+        """
+        return self.load_state(path, ckpt.read_checkpoint(path), weights_only)
+
+    def load_state(self, path: str, state: dict, weights_only: bool = False) -> int:
+        ckpt.check_architecture(path, state.get('arch'), self.arch())
         for name, net in self.networks().items():
+            if name not in state:
+                raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT checkpoint')
+            _check_state_shapes(path, name, _unwrap(net), state[name])
             missing, unexpected = _unwrap(net).set_state_dict(state[name])
             if missing or unexpected:
-                raise ValueError(f'{path}: {name} does not match (missing {missing}, unexpected {unexpected})')
-        if not weights_only and 'G_optim' in state:
-            _load_optimizer_state(self.G_optim, state['G_optim'], self._stable_param_names('genA2B', 'genB2A'))
-            _load_optimizer_state(self.D_optim, state['D_optim'],
-                                  self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
+                raise CheckpointError(f'{path}: {name} does not match (missing {missing}, unexpected {unexpected})')
+        if not weights_only:
+            if 'G_optim' in state and 'D_optim' in state:
+                ckpt.load_portable_optimizer_state(self.G_optim, state['G_optim'],
+                                                   self._stable_param_names('genA2B', 'genB2A'))
+                ckpt.load_portable_optimizer_state(self.D_optim, state['D_optim'],
+                                                   self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
+            else:
+                log.info('%s holds no optimizer state (converted weights?): Adam starts fresh', path)
+            if state.get('rng') is not None:
+                paddle.set_rng_state(state['rng'])
+            saved_data, now = state.get('data'), getattr(self, 'fingerprint', None)
+            if saved_data and now and saved_data != now:
+                log.warning('the training images changed since %s was written: the data order differs '
+                            'from an uninterrupted run', path)
         return int(state.get('step', 0))
 
     def newest_checkpoint(self) -> str | None:
-        """The checkpoint with the highest step: the newest periodic one or ``latest``."""
-        candidates = list_checkpoints(self.model_dir, self.dataset)
-        latest = os.path.join(self.model_dir, checkpoint_name(self.dataset, None))
-        best = candidates[-1] if candidates else None
-        if os.path.exists(latest):
-            if best is None or _step_in(latest) >= _step_in(best):
-                best = latest
-        return best
+        """The checkpoint with the highest step (periodic or ``latest``), without loading any."""
+        found = ckpt.candidates(self.model_dir, self.dataset)
+        return found[0][1] if found else None
+
+    def load_newest(self, weights_only: bool = True) -> int:
+        """Load the newest checkpoint that loads (for test/eval); returns its step."""
+        for path, state in ckpt.iter_valid(self.model_dir, self.dataset):
+            step = self.load_state(path, state, weights_only)
+            log.info('loaded %s (step %d)', path, step)
+            return step
+        raise FileNotFoundError(f'no usable checkpoint in {self.model_dir}: train first (--phase train) '
+                                f'or convert official weights with convert.py')
 
     def resume_latest(self) -> None:
-        path = self.newest_checkpoint()
-        if path is None:
-            log.info('--resume: no checkpoint in %s, starting from step 1', self.model_dir)
+        """Continue from the newest checkpoint that loads; a corrupt one falls back to the previous."""
+        for path, state in ckpt.iter_valid(self.model_dir, self.dataset):
+            self.start_step = self.load_state(path, state)
+            log.info('resumed from %s at step %d', path, self.start_step)
             return
-        self.start_step = self.load(path)
-        log.info('resumed from %s at step %d', path, self.start_step)
+        log.info('--resume: no usable checkpoint in %s, starting from step 1', self.model_dir)
 
 
-def _step_in(path: str) -> int:
-    return int(paddle.load(path).get('step', 0))
+def _check_state_shapes(path: str, name: str, net, state: dict) -> None:
+    """Every key present with the right shape (Paddle's set_state_dict only warns)."""
+    expected = net.state_dict()
+    problems = [f'missing {k}' for k in expected if k not in state]
+    problems += [f'unexpected {k}' for k in state if k not in expected]
+    problems += [f'{k}: {list(state[k].shape)} vs {list(v.shape)}' for k, v in expected.items()
+                 if k in state and list(state[k].shape) != list(v.shape)]
+    if problems:
+        raise CheckpointError(f'{path}: {name} does not fit this network: ' + ', '.join(problems[:8])
+                              + (f' and {len(problems) - 8} more' if len(problems) > 8 else ''))

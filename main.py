@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--print_freq', type=int, default=1000, help='sample-grid period in steps; logs every print_freq/10')
     g.add_argument('--save_freq', type=int, default=100000, help='checkpoint period in steps')
     g.add_argument('--latest_freq', type=int, default=1000, help='period of the rolling "latest" checkpoint')
+    g.add_argument('--keep_ckpt', type=int, default=0, help='keep only the newest K periodic checkpoints (0: keep all)')
+    g.add_argument('--max_nan_steps', type=int, default=10,
+                   help='stop after this many consecutive steps with a non-finite loss (each one is skipped)')
     g.add_argument('--decay_flag', type=str2bool, default=True,
                    help='decay the learning rate linearly to 0 over the second half of training')
     g.add_argument('--lr', type=float, default=0.0001, help='Adam learning rate')
@@ -96,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Reject values the model cannot run with, with one line naming the fix."""
     from networks import min_image_size
-    positive = ('iteration', 'batch_size', 'print_freq', 'save_freq', 'latest_freq', 'ch')
+    positive = ('iteration', 'batch_size', 'print_freq', 'save_freq', 'latest_freq', 'ch', 'max_nan_steps')
     for name in positive:
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
@@ -110,8 +113,8 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
                      f'(the global discriminator with --n_dis {args.n_dis}), got {args.img_size}')
     if args.lr <= 0 or args.weight_decay < 0:
         parser.error('--lr must be > 0 and --weight_decay >= 0')
-    if args.num_workers < 0:
-        parser.error(f'--num_workers must be >= 0, got {args.num_workers}')
+    if args.num_workers < 0 or args.keep_ckpt < 0:
+        parser.error('--num_workers and --keep_ckpt must be >= 0')
     return args
 
 
@@ -136,10 +139,15 @@ def save_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from checkpoint import CheckpointError, check_writable
     from dataset import DatasetError
-    from UGATIT import UGATIT
+    from UGATIT import UGATIT, TrainingDiverged
 
     set_device(args)
+    try:
+        check_writable(os.path.join(args.result_dir, args.dataset))
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}') from None
     if args.demo:
         from demo_data import build_demo_dataset
         path = build_demo_dataset(root=args.data_root, name=args.dataset)
@@ -151,12 +159,12 @@ def run(args: argparse.Namespace) -> None:
         if args.phase == 'train':
             untrained = demo_untrained_error(gan, args) if args.demo and not args.resume else None
             gan.train()
-            if args.demo:
+            if args.demo and gan.stop_reason is None:
                 report_demo(args, gan.test(), untrained)
         elif args.phase == 'test':
             test_dir = gan.test()
             log.info('test results: %s', test_dir)
-    except DatasetError as e:
+    except (DatasetError, CheckpointError, TrainingDiverged) as e:
         raise SystemExit(f'error: {e}') from None
 
 

@@ -13,7 +13,6 @@ import math
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 __all__ = [
     'ResnetGenerator', 'ResnetBlock', 'ResnetAdaILNBlock', 'adaILN', 'ILN',
@@ -173,10 +172,13 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
 
     gap_logit = w_gapᵀ·GAP(x), gmp_logit = w_gmpᵀ·GMP(x);
     features  = act(conv1x1([x ⊙ w_gap, x ⊙ w_gmp])), heatmap = Σ_c features.
+
+    GMP is ``amax`` over H, W rather than ``adaptive_max_pool2d``: the same values, but Paddle's
+    adaptive max-pool backward corrupts memory when the input holds NaN (seen on 3.3.1 CPU),
+    which would turn one bad step into a crash instead of a skipped step.
     """
-    batch = x.shape[0]
-    gap_logit = gap_fc(F.adaptive_avg_pool2d(x, 1).reshape([batch, -1]))
-    gmp_logit = gmp_fc(F.adaptive_max_pool2d(x, 1).reshape([batch, -1]))
+    gap_logit = gap_fc(x.mean(axis=[2, 3]))
+    gmp_logit = gmp_fc(paddle.amax(x, axis=[2, 3]))
     gap = x * _cam_weight(gap_fc)
     gmp = x * _cam_weight(gmp_fc)
     cam_logit = paddle.concat([gap_logit, gmp_logit], axis=1)
@@ -283,10 +285,10 @@ class ResnetGenerator(nn.Layer):
         x = self.DownBlock(input)                                    # [B, 4ch, H/4, W/4]
         x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
         if self.light:
-            x_ = F.adaptive_avg_pool2d(x, 1)
+            x_ = x.mean(axis=[2, 3])                                  # [B, 4ch]
         else:
-            x_ = x
-        x_ = self.FC(x_.reshape([x_.shape[0], -1]))
+            x_ = x.reshape([x.shape[0], -1])                          # [B, 4ch·H/4·W/4]
+        x_ = self.FC(x_)
         gamma, beta = self.gamma(x_), self.beta(x_)                 # [B, 4ch] each
         for i in range(self.n_blocks):
             x = getattr(self, 'UpBlock1_' + str(i + 1))(x, gamma, beta)

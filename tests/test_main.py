@@ -75,7 +75,8 @@ def test_demo_defaults_are_overridable():
 def test_cli_train_then_test(tmp_path, tiny_data):
     out = run_cli(tmp_path, tiny_data, '--iteration', '4', '--print_freq', '2', '--save_freq', '2')
     model = sorted(os.listdir(out / 'model'))
-    assert model == ['tiny_params_0000002.pdparams', 'tiny_params_0000004.pdparams', 'tiny_params_latest.pdparams']
+    names = ['tiny_params_0000002.pdparams', 'tiny_params_0000004.pdparams', 'tiny_params_latest.pdparams']
+    assert model == sorted(names + [n + '.json' for n in names])            # each with its sidecar
     grid = cv2.imread(str(out / 'img' / 'A2B_0000004.png'))
     assert grid.shape == (7 * 96, 10 * 96, 3)                            # 7 rows, 5 train + 5 test columns
     assert sorted(os.listdir(out / 'img')) == ['A2B_0000002.png', 'A2B_0000004.png',
@@ -92,7 +93,7 @@ def test_cli_train_then_test(tmp_path, tiny_data):
 
 
 def test_test_phase_without_checkpoint_is_a_clear_error(tmp_path, tiny_data):
-    with pytest.raises(FileNotFoundError, match='no checkpoint in .*train first'):
+    with pytest.raises(FileNotFoundError, match='no usable checkpoint in .*train first'):
         run_cli(tmp_path, tiny_data, '--phase', 'test')
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import tiny_args
 from networks import ILN, adaILN
-from UGATIT import UGATIT, checkpoint_name, list_checkpoints
+from checkpoint import ArchitectureMismatch, checkpoint_name, list_checkpoints
+from UGATIT import UGATIT
 
 LOSS_TERMS = {f'D_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
     | {f'G_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
@@ -111,7 +112,7 @@ def test_load_rejects_other_architecture(tmp_path):
     path = str(tmp_path / 'ckpt.pdparams')
     gan.save(path, step=3)
     other = build(tmp_path, '--ch', '8')
-    with pytest.raises(ValueError, match='--ch 4 .checkpoint. vs 8'):
+    with pytest.raises(ArchitectureMismatch, match='--ch 4 .checkpoint. vs 8'):
         other.load(path)
 
 
