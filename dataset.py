@@ -69,7 +69,10 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
         raise UnreadableImage(f'{path} is empty (0 bytes)')
     if path.lower().endswith(('.jpg', '.jpeg')) and not _jpeg_is_complete(data):
         raise UnreadableImage(f'{path} is a truncated JPEG (no end-of-image marker)')
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:              # e.g. a header announcing more pixels than OpenCV's safety limit
+        raise UnreadableImage(f'{path} cannot be decoded (too large or malformed for OpenCV)') from None
     if img is None or img.size == 0:
         raise UnreadableImage(f'{path} is not a decodable image (corrupt, truncated or another format)')
     return _to_uint8_channels(img, channels)

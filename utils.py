@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 
 __all__ = ['str2bool', 'check_folder', 'denorm', 'tensor2numpy', 'RGB2BGR', 'cam',
-           'to_bgr_tile', 'translation_strip', 'atomic_write', 'write_image']
+           'to_bgr_tile', 'translation_strip', 'atomic_path', 'atomic_write', 'write_image']
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
@@ -78,18 +79,20 @@ def translation_strip(real, identity, identity_heatmap, fake, fake_heatmap, cycl
         cam(tensor2numpy(cycle_heatmap), img_size), to_bgr_tile(cycle)], axis=0)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash at any moment leaves the old file or the new one.
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path to write; on success it replaces ``path`` atomically.
 
-    Writes a temporary file in the same folder, fsyncs it, renames it over ``path``
-    (atomic on POSIX) and fsyncs the folder so the rename itself is durable.
+    A crash at any moment leaves the old file or the new one, never a mix: the temporary file
+    (same folder) is fsynced, renamed over ``path`` (atomic on POSIX), and the folder fsynced so
+    the rename itself is durable. On an exception the temporary file is removed.
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -101,6 +104,13 @@ def atomic_write(path: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(data)
 
 
 def write_image(path: str, bgr01: np.ndarray) -> None:

@@ -82,6 +82,28 @@ def test_unreadable_files_raise_naming_the_file(tmp_path, make):
         load_image(str(path))
 
 
+def test_decompression_bomb_is_rejected_not_allocated(tmp_path):
+    """A PNG whose header announces 60000×60000 pixels (3.6 GB) is refused by name, not decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+    header = struct.pack('>IIBBBBB', 60000, 60000, 8, 0, 0, 0, 0)
+    path = tmp_path / 'bomb.png'
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'\0' * 1000))
+                     + chunk(b'IEND', b''))
+    with pytest.raises(UnreadableImage, match='bomb.png'):
+        load_image(str(path))
+
+
+def test_large_image_is_converted(tmp_path):
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    big[:, 2000:] = 200
+    x = eval_transform(load_image(str(write(tmp_path / 'big.png', big))), 64)
+    assert x.shape == (3, 64, 64) and x[:, :, :31].max() < -0.99 and x[:, :, 33:].min() > 0.5
+
+
 def test_find_images_is_recursive_sorted_and_filters_extensions(tmp_path):
     for name in ['b.png', 'a.JPG', 'sub/c.webp', 'notes.txt', 'sub/deep/d.tif']:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
