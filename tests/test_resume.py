@@ -116,16 +116,33 @@ def test_signal_saves_and_exits_zero(tmp_path, tiny_data, signum):
     assert 'Traceback' not in out
 
 
+SECOND_CTRL_C = r'''
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import main
+from UGATIT import UGATIT
+original = UGATIT.train_step
+def train_step(self, real_A, real_B):
+    if self.start_step + 1 == 2:                 # two Ctrl-C inside step 2, before it ends
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    return original(self, real_A, real_B)
+UGATIT.train_step = train_step
+main.main({argv!r})
+'''
+
+
 def test_second_ctrl_c_exits_at_once_without_saving(tmp_path, tiny_data):
-    # A model whose steps take about a second, so the second Ctrl-C lands inside the step.
-    proc = start_training(tmp_path, tiny_data, '--ch', '16', '--n_res', '2')
-    wait_for_line(proc, '[      1/')
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out
-    assert 'exiting at once without saving' in out
+    argv = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results'),
+                   '--iteration', '10', '--latest_freq', '100']
+    proc = subprocess.run([sys.executable, '-c', SECOND_CTRL_C.format(root=ROOT, argv=argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert 'SIGINT received: stopping after this step' in proc.stderr
+    assert 'exiting at once without saving' in proc.stderr
+    assert 'Traceback' not in proc.stderr
     assert not (tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams').exists()
 
 
@@ -279,20 +296,21 @@ def test_unwritable_result_dir_is_a_one_line_error_at_start(tmp_path, tiny_data)
 
 
 def test_disk_full_at_save_stops_with_previous_checkpoint_intact(tmp_path, tiny_data, monkeypatch):
-    real_write, calls = ckpt.atomic_write, []
+    real_dump, calls = ckpt._TensorStreamPickler.dump, []
 
-    def full_disk(path, data):
-        if path.endswith('.pdparams'):
-            calls.append(path)
-            if len(calls) > 1:                                   # the first checkpoint fits, the second not
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(path, data)
-    monkeypatch.setattr(ckpt, 'atomic_write', full_disk)
+    def full_disk(self, state):
+        calls.append(state['step'])
+        if len(calls) > 1:                                   # the first checkpoint fits, the second not
+            real_dump(self, {'partial': state['genA2B']})         # some bytes reach the disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_dump(self, state)
+    monkeypatch.setattr(ckpt._TensorStreamPickler, 'dump', full_disk)
     with pytest.raises(SystemExit) as e:
         cli(tmp_path, tiny_data, '--iteration', '4', '--latest_freq', '1')
     assert 'no space left on the device' in str(e.value.code) and 'previous checkpoint is intact' in str(e.value.code)
-    latest = tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams'
-    assert ckpt.read_checkpoint(str(latest))['step'] == 1
+    model = tmp_path / 'results' / 'tiny' / 'model'
+    assert ckpt.read_checkpoint(str(model / 'tiny_params_latest.pdparams'))['step'] == 1
+    assert not [n for n in os.listdir(model) if n.endswith('.tmp')]          # the partial file is removed
 
 
 def test_keep_ckpt_prunes_old_periodic_checkpoints(tmp_path, tiny_data):
