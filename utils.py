@@ -90,6 +90,9 @@ def atomic_path(path: str):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)          # mkstemp's 0600 would hide checkpoints from the group
     try:
         yield tmp
         with open(tmp, 'rb+') as f:

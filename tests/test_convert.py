@@ -1,0 +1,193 @@
+"""convert.py: official PyTorch state dicts → our networks and checkpoints, strictly.
+
+The official weights are the initial state dicts recorded in tests/fixtures/parity_*.npz
+(official names and torch layouts, see make_parity_fixtures.py); no torch needed.
+"""
+import os
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+import convert
+import main
+from conftest import TINY
+from convert import ConversionError, convert_state_dict, infer_arch, load_converted
+from networks import Discriminator, ResnetGenerator
+from test_parity import OUTPUTS, fixture, group, rel_error, to_input
+from UGATIT import NETWORKS, UGATIT
+
+
+def official(config='light') -> dict:
+    """{network: {official name: float32 array}} of a fixture's initial state."""
+    return {n: group(fixture(config), f'init/{n}') for n in NETWORKS}
+
+
+def light_generator():
+    return ResnetGenerator(3, 3, ngf=4, n_blocks=1, img_size=96, light=True)
+
+
+def write_npz(path, nets: dict) -> str:
+    np.savez(path, **{f'{n}/{k}': v for n, state in nets.items() for k, v in state.items()})
+    return str(path)
+
+
+# --------------------------------------------------------------------------- #
+# One network
+# --------------------------------------------------------------------------- #
+def test_linear_weights_are_transposed_by_name():
+    torch_state = official()['genA2B']
+    converted = convert_state_dict(torch_state, light_generator())
+    # gamma, beta, FC.0 and FC.2 are square in the light model: a shape check cannot tell.
+    for key in ('FC.0.weight', 'FC.2.weight', 'gamma.weight', 'beta.weight', 'gap_fc.weight', 'gmp_fc.weight'):
+        assert np.array_equal(converted[key], torch_state[key].T), key
+    for key in ('DownBlock.1.weight', 'conv1x1.weight', 'conv1x1.bias', 'UpBlock2.3.rho', 'UpBlock1_1.norm1.rho'):
+        assert np.array_equal(converted[key], torch_state[key]), key
+
+
+def test_spectral_norm_tensors_carry_over():
+    """weight_orig (a Linear one transposed), weight_u and weight_v, under the same names."""
+    torch_state = official()['disGA']
+    d = Discriminator(3, 4, 7)
+    converted = convert_state_dict(torch_state, d)
+    assert set(converted) == set(d.state_dict()) == set(torch_state)
+    assert np.array_equal(converted['gap_fc.weight_orig'], torch_state['gap_fc.weight_orig'].T)
+    for key in ('gap_fc.weight_u', 'gap_fc.weight_v', 'model.1.weight_orig', 'model.1.weight_u',
+                'model.1.weight_v', 'conv.weight_u'):
+        assert np.array_equal(converted[key], torch_state[key]), key
+    load_converted(d, converted)
+    assert 'weight' not in d.gap_fc.state_dict()            # Paddle keeps the normalised weight out
+
+
+def test_torch_parametrization_names_are_accepted():
+    """torch.nn.utils.parametrizations.spectral_norm names the same three tensors differently."""
+    torch_state = official()['disLA']
+    renamed = {}
+    for key, value in torch_state.items():
+        for ours, theirs in (('.weight_orig', '.parametrizations.weight.original'),
+                             ('.weight_u', '.parametrizations.weight.0._u'),
+                             ('.weight_v', '.parametrizations.weight.0._v')):
+            if key.endswith(ours):
+                key = key[:-len(ours)] + theirs
+        renamed[key] = value
+    d = Discriminator(3, 4, 5)
+    a, b = convert_state_dict(torch_state, d), convert_state_dict(renamed, d)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_every_problem_is_listed():
+    torch_state = dict(official()['genA2B'])
+    del torch_state['gamma.weight']
+    del torch_state['UpBlock2.3.rho']
+    torch_state['UpBlock1_2.conv1.weight'] = np.zeros((16, 16, 3, 3), np.float32)
+    torch_state['conv1x1.weight'] = np.zeros((16, 32, 3, 3), np.float32)
+    torch_state['FC.0.weight'] = np.zeros((16, 17), np.float32)
+    with pytest.raises(ConversionError) as e:
+        convert_state_dict(torch_state, light_generator(), 'genA2B')
+    message = str(e.value)
+    assert message.startswith('genA2B: ') and '5 problems' in message
+    for part in ('missing gamma.weight', 'missing UpBlock2.3.rho', 'extra UpBlock1_2.conv1.weight',
+                 'mis-shaped conv1x1.weight', 'mis-shaped FC.0.weight: official (16, 17) after transposing'):
+        assert part in message, part
+
+
+@pytest.mark.filterwarnings('ignore:Skip loading')
+def test_load_converted_checks_what_set_state_dict_only_warns_about():
+    g = light_generator()
+    converted = convert_state_dict(official()['genA2B'], g)
+    # Paddle's set_state_dict skips a wrongly shaped entry with a warning and keeps the old value.
+    bad = dict(converted, **{'FC.0.weight': converted['FC.0.weight'][:, :8]})
+    with pytest.raises(ConversionError, match='FC.0.weight'):
+        load_converted(g, bad, 'genA2B')
+    load_converted(g, converted, 'genA2B')
+    assert all(np.array_equal(v.numpy(), converted[k]) for k, v in g.state_dict().items())
+
+
+# --------------------------------------------------------------------------- #
+# The architecture from the shapes
+# --------------------------------------------------------------------------- #
+def test_infer_arch():
+    assert infer_arch(official('light')) == dict(light=True, img_size=256, ch=4, n_res=1, n_dis=6, img_ch=3)
+    assert infer_arch(official('light'), img_size=96)['img_size'] == 96
+    # The full model's γ/β MLP sees the whole (img_size/4)² bottleneck: its size is in the weights.
+    assert infer_arch(official('full')) == dict(light=False, img_size=96, ch=2, n_res=1, n_dis=6, img_ch=3)
+    with pytest.raises(ConversionError, match='trained at 96 px'):
+        infer_arch(official('full'), img_size=256)
+
+
+def test_infer_arch_rejects_unpaired_discriminator_depths():
+    nets = official()
+    nets['disLA'] = {k: v for k, v in nets['disLA'].items() if not k.startswith('model.10.')}
+    with pytest.raises(ConversionError, match='local discriminator'):
+        infer_arch(nets)
+
+
+# --------------------------------------------------------------------------- #
+# Whole checkpoints and the command line
+# --------------------------------------------------------------------------- #
+def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_data, caplog, capsys):
+    """One command; the result loads with fresh Adam state, tests, resumes and computes as official."""
+    src = write_npz(tmp_path / 'tiny_params_0000042.npz', official('light'))
+    model_dir = tmp_path / 'results' / 'tiny' / 'model'
+    path = convert.main(['--src', src, '--dst', str(model_dir), '--img_size', '96'])
+    assert path == str(model_dir / 'tiny_params_0000042.pdparams')
+    state = paddle.load(path)
+    assert state['step'] == 42 and 'G_optim' not in state and 'D_optim' not in state
+    assert state['arch'] == dict(light=True, img_size=96, ch=4, n_res=1, n_dis=6, img_ch=3)
+    hint = 'python main.py --phase test --dataset tiny --light True --img_size 96 --ch 4 --n_res 1'
+    assert hint in capsys.readouterr().out
+
+    argv = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results')]
+    gan = UGATIT(main.parse_args(argv))
+    gan.build_model()
+    assert gan.load(path, weights_only=False) == 42                       # no optimizer state: fresh Adam
+    fx = fixture('light')
+    gan.set_mode(False)
+    with paddle.no_grad():
+        for key, value in zip(OUTPUTS, gan.genA2B(to_input(fx['forward_images']))):
+            assert rel_error(value.numpy(), fx[f'eval/genA2B/{key}']) < 1e-4
+
+    main.main(argv + ['--phase', 'test'])
+    assert len(os.listdir(tmp_path / 'results' / 'tiny' / 'test' / 'A2B')) == 3
+    main.main(argv + ['--phase', 'train', '--resume', 'True', '--iteration', '43', '--print_freq', '1000',
+                      '--save_freq', '1000'])
+    assert 'resumed from' in caplog.text and paddle.load(str(model_dir / 'tiny_params_latest.pdparams'))['step'] == 43
+
+
+def test_cli_full_model_to_a_file(tmp_path):
+    src = write_npz(tmp_path / 'weights.npz', official('full'))
+    dst = tmp_path / 'out' / 'converted.pdparams'
+    assert convert.main(['--src', src, '--dst', str(dst), '--step', '7']) == str(dst)
+    state = paddle.load(str(dst))
+    assert state['step'] == 7 and state['arch']['light'] is False and state['arch']['img_size'] == 96
+    net = ResnetGenerator(3, 3, ngf=2, n_blocks=1, img_size=96, light=False)
+    net.set_state_dict(state['genB2A'])
+    expected = convert_state_dict(official('full')['genB2A'], net)
+    assert all(np.array_equal(v.numpy(), expected[k]) for k, v in net.state_dict().items())
+
+
+def test_step_needed_when_the_name_has_none(tmp_path):
+    src = write_npz(tmp_path / 'tiny_params_latest.npz', official('light'))
+    with pytest.raises(SystemExit, match='pass --step'):
+        convert.main(['--src', src, '--dst', str(tmp_path / 'x.pdparams')])
+
+
+def test_incomplete_checkpoint_is_an_error(tmp_path):
+    nets = official('light')
+    del nets['disLB']
+    nets['G_optim'] = {'state': np.zeros(1)}
+    src = write_npz(tmp_path / 'tiny_params_0000001.npz', nets)
+    with pytest.raises(SystemExit, match=r"missing networks \['disLB'\]; unknown entries \['G_optim'\]"):
+        convert.main(['--src', src, '--dst', str(tmp_path / 'x.pdparams')])
+    assert not (tmp_path / 'x.pdparams').exists()
+
+
+def test_pt_without_torch_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torch', None)                        # `import torch` fails
+    src = tmp_path / 'selfie2anime_params_0100000.pt'
+    src.write_bytes(b'not read')
+    with pytest.raises(SystemExit) as e:
+        convert.main(['--src', str(src), '--dst', str(tmp_path / 'out.pdparams')])
+    message = str(e.value)
+    assert 'needs PyTorch' in message and 'pip install torch' in message and '.npz' in message
