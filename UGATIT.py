@@ -83,6 +83,22 @@ def _unwrap(layer):
     return getattr(layer, '_layers', layer)
 
 
+_FLEET_READY = False
+
+
+def init_distributed() -> bool:
+    """Under ``paddle.distributed.launch`` with several processes: ``fleet.init(is_collective=True)``
+    (once per process). Returns whether this is a multi-process run."""
+    global _FLEET_READY
+    if paddle.distributed.get_world_size() <= 1:
+        return False
+    if not _FLEET_READY:
+        from paddle.distributed import fleet
+        fleet.init(is_collective=True)
+        _FLEET_READY = True
+    return True
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Data-loading workers leave Ctrl-C (sent to the whole process group) to the trainer,
     which stops cleanly. SIGTERM stays: the DataLoader uses it to shut its workers down."""
@@ -183,10 +199,29 @@ class UGATIT:
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's).
         adam = dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
                     weight_decay=self.weight_decay or None)
-        self.G_optim = paddle.optimizer.Adam(parameters=self._params('genA2B', 'genB2A'), **adam)
-        self.D_optim = paddle.optimizer.Adam(parameters=self._params('disGA', 'disGB', 'disLA', 'disLB'), **adam)
+        self.G_params = self._params('genA2B', 'genB2A')
+        self.D_params = self._params('disGA', 'disGB', 'disLA', 'disLB')
+        self.G_optim = paddle.optimizer.Adam(parameters=self.G_params, **adam)
+        self.D_optim = paddle.optimizer.Adam(parameters=self.D_params, **adam)
         # ρ of AdaLIN/ILN lives in [0, 1]; clip after every generator step.
         self.Rho_clipper = RhoClipper(0, 1)
+
+        self.world_size = paddle.distributed.get_world_size()
+        self.rank = paddle.distributed.get_rank()
+        if self.world_size > 1:
+            self._distribute()
+
+    def _distribute(self) -> None:
+        """Data parallelism on Paddle's collective engine (fleet): every network through
+        ``fleet.distributed_model`` (which broadcasts rank 0's weights and buffers, spectral-norm
+        u/v included, so all ranks start identical and gradients are averaged over ranks in the
+        backward pass) and both optimisers through ``fleet.distributed_optimizer``."""
+        from paddle.distributed import fleet
+        init_distributed()
+        for name in NETWORKS:
+            setattr(self, name, fleet.distributed_model(getattr(self, name)))
+        self.G_optim = fleet.distributed_optimizer(self.G_optim)
+        self.D_optim = fleet.distributed_optimizer(self.D_optim)
 
     def networks(self) -> dict:
         return {name: getattr(self, name) for name in NETWORKS}
@@ -244,7 +279,7 @@ class UGATIT:
         power_iteration_state = self._spectral_norm_vectors()
         d_losses = self._d_losses(real_A, real_B, fake_A2B.detach(), fake_B2A.detach())
         d_losses['D_loss'].backward()
-        if not self._finite_update(d_losses['D_loss'], self.D_optim):
+        if not self._finite_update(d_losses['D_loss'], self.D_params):
             # A non-finite D loss skips the whole step: no update, and the spectral-norm u/v
             # that these forwards advanced are put back.
             self.D_optim.clear_grad()
@@ -256,12 +291,12 @@ class UGATIT:
         # Update G. D is only evaluated here: its parameters are frozen so that this backward
         # computes no gradient for them (the official code computes and later discards them).
         self.G_optim.clear_grad()
-        with self._frozen(self.D_optim):
+        with self._frozen(self.D_params):
             g_losses = self._g_losses(
                 real_A, real_B, fake_A2B, fake_B2A, fake_A2B2A, fake_B2A2B, fake_A2A, fake_B2B,
                 fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit)
             g_losses['G_loss'].backward()
-        if not self._finite_update(g_losses['G_loss'], self.G_optim):
+        if not self._finite_update(g_losses['G_loss'], self.G_params):
             self.G_optim.clear_grad()    # keep D's update (from finite values), skip G's
             return self._skipped({**d_losses, **g_losses})
         self.G_optim.step()
@@ -276,25 +311,36 @@ class UGATIT:
         return [(b, b.clone()) for name in ('disGA', 'disGB', 'disLA', 'disLB')
                 for key, b in _unwrap(getattr(self, name)).named_buffers() if key.endswith(('weight_u', 'weight_v'))]
 
-    @staticmethod
-    def _as_floats(losses: dict) -> dict[str, float]:
-        values = [v.reshape([]) if isinstance(v, paddle.Tensor) else paddle.to_tensor(v, 'float32') for v in losses.values()]
-        return {k: float(v) for k, v in zip(losses, paddle.stack(values).numpy())}   # one device sync
+    def _as_floats(self, losses: dict) -> dict[str, float]:
+        """Loss tensors → floats, averaged over ranks (= the loss of the global batch)."""
+        values = paddle.stack([v.reshape([]).astype('float32') if isinstance(v, paddle.Tensor)
+                               else paddle.to_tensor(v, 'float32') for v in losses.values()])
+        if self.world_size > 1:
+            paddle.distributed.all_reduce(values)
+            values = values / self.world_size
+        return {k: float(v) for k, v in zip(losses, values.numpy())}   # one device sync
 
     def _skipped(self, losses: dict) -> dict[str, float]:
         self.nonfinite_steps += 1
         return self._as_floats(losses)
 
-    @staticmethod
-    def _finite_update(loss: paddle.Tensor, optim) -> bool:
-        """Whether the loss and every gradient of the optimizer's parameters are finite."""
-        grads = [p.grad for p in optim._parameter_list if p.grad is not None]
-        return ckpt.all_finite([loss] + grads)
+    def _finite_update(self, loss: paddle.Tensor, params: list) -> bool:
+        """Whether the loss and every gradient of ``params`` are finite, on every rank."""
+        finite = ckpt.all_finite([loss] + [p.grad for p in params if p.grad is not None])
+        return not self.any_rank(not finite)
+
+    def any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` is true on at least one rank (a 1-element all-reduce)."""
+        if self.world_size == 1:
+            return flag
+        votes = paddle.to_tensor([1.0 if flag else 0.0])
+        paddle.distributed.all_reduce(votes)
+        return bool(votes.item() > 0)
 
     @staticmethod
     @contextlib.contextmanager
-    def _frozen(optim):
-        params = [p for p in optim._parameter_list if not p.stop_gradient]
+    def _frozen(params: list):
+        params = [p for p in params if not p.stop_gradient]
         for p in params:
             p.stop_gradient = True
         try:
@@ -330,7 +376,8 @@ class UGATIT:
         }
         for domain, (real, fake, cycled, identity, cam_source, cam_target) in per_domain.items():
             for scale in ('G', 'L'):
-                adv, cam = g_adv_losses(getattr(self, f'dis{scale}{domain}'), fake)
+                # the bare D (no data-parallel wrapper): it is not trained by this loss
+                adv, cam = g_adv_losses(_unwrap(getattr(self, f'dis{scale}{domain}')), fake)
                 losses[f'G_ad_loss_{scale}{domain}'] = adv
                 losses[f'G_ad_cam_loss_{scale}{domain}'] = cam
             losses[f'G_recon_loss_{domain}'] = l1(cycled, real)
@@ -380,6 +427,8 @@ class UGATIT:
         check_folder(self.img_dir)
         if self.resume:
             self.resume_latest()
+            self._check_ranks_agree(self.start_step, 'resumed at different steps (each rank reads '
+                                    '<result_dir>/<dataset>/model: use a filesystem shared by all machines)')
         first = self.start_step + 1
         if first > self.iteration:
             log.info('nothing to do: step %d already reached --iteration %d', self.start_step, self.iteration)
@@ -391,6 +440,14 @@ class UGATIT:
                  first, self.iteration, self.model_name, self.batch_size, len(trainA), len(trainB))
         with StopRequest().installed() as stop:
             self._loop(first, iter_A, iter_B, grid, stop)
+
+    def _check_ranks_agree(self, value: int, problem: str) -> None:
+        if self.world_size > 1:
+            low, high = paddle.to_tensor([-float(value)]), paddle.to_tensor([float(value)])
+            paddle.distributed.all_reduce(low, op=paddle.distributed.ReduceOp.MAX)
+            paddle.distributed.all_reduce(high, op=paddle.distributed.ReduceOp.MAX)
+            if -low.item() != high.item():
+                raise CheckpointError(f'the ranks {problem}')
 
     def _loop(self, first: int, iter_A, iter_B, grid: dict, stop: StopRequest) -> None:
         log_every = max(1, self.print_freq // 10)
@@ -430,11 +487,11 @@ class UGATIT:
             if step % self.print_freq == 0:
                 self.save_grids(step, grid)
             self._periodic_saves(step)
-            if stop.signal_name:
+            if self.any_rank(stop.signal_name is not None):      # all ranks stop at the same step
                 path = self._save_latest(step)
-                self.stop_reason = stop.signal_name
+                self.stop_reason = stop.signal_name or 'a signal on another rank'
                 log.warning('stopped by %s at step %d: checkpoint %s; continue with --resume True',
-                            stop.signal_name, step, path)
+                            self.stop_reason, step, path)
                 return
         log.info('training finished at step %d: checkpoints in %s', self.iteration, self.model_dir)
 
@@ -475,7 +532,8 @@ class UGATIT:
     @paddle.no_grad()
     def translate_with_cam(self, real: paddle.Tensor, direction: str) -> list[np.ndarray]:
         """The official 7-tile strips (real, CAM, identity, CAM, translation, CAM, cycle), one per image."""
-        forward, backward = (self.genA2B, self.genB2A) if direction == 'A2B' else (self.genB2A, self.genA2B)
+        forward, backward = (_unwrap(self.genA2B), _unwrap(self.genB2A)) if direction == 'A2B' \
+            else (_unwrap(self.genB2A), _unwrap(self.genA2B))
         fake, _, fake_heatmap = forward(real)
         cycle, _, cycle_heatmap = backward(fake)
         identity, _, identity_heatmap = backward(real)
@@ -484,6 +542,8 @@ class UGATIT:
 
     def save_grids(self, step: int, grid: dict) -> None:
         """``img/A2B_%07d.png`` and ``img/B2A_%07d.png``: 7 rows × (5 train + 5 test) columns."""
+        if self.rank != 0:
+            return
         self.set_mode(False, ('genA2B', 'genB2A'))
         for direction, domain in (('A2B', 'A'), ('B2A', 'B')):
             strips = self.translate_with_cam(grid[domain], direction)
@@ -499,7 +559,10 @@ class UGATIT:
         Writes the official strips ``test/A2B_%d.png`` / ``test/B2A_%d.png`` (numbered from 1)
         and the bare translations ``test/A2B/<stem>.png`` / ``test/B2A/<stem>.png`` (input size
         img_size, same stem as the input) for metric computation. Returns the test folder.
+        Under a multi-process launch only rank 0 tests (a few hundred images need no more).
         """
+        if self.rank != 0:
+            return self.test_dir
         check_dataset(self.data_root, self.dataset, ('testA', 'testB'))
         self.load_newest(weights_only=True)
         self.set_mode(False)

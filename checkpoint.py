@@ -174,7 +174,7 @@ def check_writable(folder: str, need_bytes: int = 0) -> None:
     Creates the folder, writes and removes a probe file (one-line ``CheckpointError`` if that
     fails) and warns when the free space is smaller than ``need_bytes``.
     """
-    probe = os.path.join(folder, '.write_probe')
+    probe = os.path.join(folder, f'.write_probe.{os.getpid()}')       # one per process: ranks probe at once
     try:
         os.makedirs(folder, exist_ok=True)
         atomic_write(probe, b'probe')

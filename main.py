@@ -119,7 +119,12 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
+    """INFO on rank 0; warnings and errors only on the other ranks of a multi-process launch."""
+    import paddle
+    rank = paddle.distributed.get_rank()
+    fmt = '%(asctime)s %(message)s' if rank == 0 else f'%(asctime)s [rank {rank}] %(message)s'
+    logging.basicConfig(level=logging.INFO, format=fmt, datefmt='%H:%M:%S')
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
 def set_device(args: argparse.Namespace) -> None:
@@ -133,33 +138,42 @@ def set_device(args: argparse.Namespace) -> None:
 
 
 def save_options(args: argparse.Namespace) -> None:
+    import paddle
+    if paddle.distributed.get_rank() != 0:
+        return
     folder = check_folder(os.path.join(args.result_dir, args.dataset))
     with open(os.path.join(folder, f'options_{args.phase}.json'), 'w') as f:
         json.dump(vars(args), f, indent=1, sort_keys=True)
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run the phase: the same code for one process and for every rank of a distributed launch."""
+    import paddle
     from checkpoint import CheckpointError, check_writable
     from dataset import DatasetError
-    from UGATIT import UGATIT, TrainingDiverged
+    from UGATIT import UGATIT, TrainingDiverged, init_distributed
 
     set_device(args)
+    distributed = init_distributed()
+    rank = paddle.distributed.get_rank()
     try:
         check_writable(os.path.join(args.result_dir, args.dataset))
     except CheckpointError as e:
         raise SystemExit(f'error: {e}') from None
     if args.demo:
         from demo_data import build_demo_dataset
-        path = build_demo_dataset(root=args.data_root, name=args.dataset)
-        log.info('demo dataset: %s', path)
+        if rank == 0:
+            log.info('demo dataset: %s', build_demo_dataset(root=args.data_root, name=args.dataset))
+        if distributed:
+            paddle.distributed.barrier()        # the other ranks wait for rank 0's build
     save_options(args)
     gan = UGATIT(args)
     gan.build_model()
     try:
         if args.phase == 'train':
-            untrained = demo_untrained_error(gan, args) if args.demo and not args.resume else None
+            untrained = demo_untrained_error(gan, args) if args.demo and not args.resume and rank == 0 else None
             gan.train()
-            if args.demo and gan.stop_reason is None:
+            if args.demo and gan.stop_reason is None and rank == 0:
                 report_demo(args, gan.test(), untrained)
         elif args.phase == 'test':
             test_dir = gan.test()
