@@ -12,6 +12,7 @@ Losses (paper §2.2, official weights λ_adv=1, λ_cycle=10, λ_identity=10, λ_
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -572,6 +573,8 @@ class UGATIT:
             n = self.translate_folder(data, direction, check_folder(os.path.join(self.test_dir, direction)),
                                       strip_dir=self.test_dir)
             log.info('%s: %d images → %s', direction, n, os.path.join(self.test_dir, direction))
+        with open(os.path.join(self.test_dir, 'info.json'), 'w') as f:
+            json.dump({'checkpoint': self.loaded_checkpoint, 'step': self.loaded_step, 'arch': self.arch()}, f, indent=1)
         return self.test_dir
 
     def translate_folder(self, data: ImageFolder, direction: str, out_dir: str, strip_dir: str | None = None) -> int:
@@ -594,6 +597,19 @@ class UGATIT:
     # ------------------------------------------------------------------ #
     def arch(self) -> dict:
         return {name: getattr(self.args, name) for name in ARCH_ARGS}
+
+    def describe(self) -> str:
+        """'U-GAT-IT light, ch 64, n_res 4, 256 px' (for reports)."""
+        return f'U-GAT-IT {"light" if self.light else "full"}, ch {self.ch}, n_res {self.n_res}, {self.img_size} px'
+
+    def test_outputs_current(self) -> bool:
+        """Whether test/ holds the translations of the newest checkpoint."""
+        try:
+            with open(os.path.join(self.test_dir, 'info.json')) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return False
+        return info.get('checkpoint') == self.newest_checkpoint() and info.get('arch') == self.arch()
 
     def checkpoint_bytes(self) -> int:
         """About the size of one checkpoint: weights plus Adam's two moments, in float32."""
@@ -667,6 +683,7 @@ class UGATIT:
         """Load the newest checkpoint that loads (for test/eval); returns its step."""
         for path, state in ckpt.iter_valid(self.model_dir, self.dataset):
             step = self.load_state(path, state, weights_only)
+            self.loaded_checkpoint, self.loaded_step = path, step
             log.info('loaded %s (step %d)', path, step)
             return step
         raise FileNotFoundError(f'no usable checkpoint in {self.model_dir}: train first (--phase train) '

