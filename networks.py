@@ -13,6 +13,7 @@ import math
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 __all__ = [
     'ResnetGenerator', 'ResnetBlock', 'ResnetAdaILNBlock', 'adaILN', 'ILN',
@@ -73,27 +74,55 @@ def _instance_norm(num_features: int) -> nn.InstanceNorm2D:
 # --------------------------------------------------------------------------- #
 # Normalisation: AdaLIN and LIN
 # --------------------------------------------------------------------------- #
-def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float) -> paddle.Tensor:
-    """ρ·â_I + (1−ρ)·â_L, the mix of instance- and layer-normalised x.
+def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
+                        gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
+    """γ·(ρ·â_I + (1−ρ)·â_L) + β, the AdaLIN/LIN formula, computed as x·A + B in few passes.
 
-    â_I = (x − μ_I) / sqrt(σ²_I + ε), statistics per sample and channel (over H, W);
-    â_L = (x − μ_L) / sqrt(σ²_L + ε), statistics per sample (over C, H, W).
-    Both variances are unbiased (divide by n − 1), as ``torch.var`` in the official code.
+    â_I = (x − μ_I) / sqrt(σ²_I + ε), statistics per sample and channel (over H·W = m values);
+    â_L = (x − μ_L) / sqrt(σ²_L + ε), statistics per sample (over C·H·W = n values);
+    both variances unbiased (÷ (m−1), ÷ (n−1)), as ``torch.var`` in the official code.
 
-    The layer statistics are reduced in two stages, over H·W then over C (the groups have
-    equal sizes, so the result is the same mean): Paddle's float32 CPU reduction over all
-    C·H·W values at once loses precision with size (3e-3 relative on a 64×256×256 map, where
-    torch stays at 4e-8), which moved the full 256 px generator's output by 1.2e-3.
+    With d = x − μ_I, k_I = 1/sqrt(σ²_I + ε) and k_L = 1/sqrt(σ²_L + ε), x − μ_L = d + (μ_I − μ_L), so
+
+        out = d · γ(ρ·k_I + (1−ρ)·k_L) + γ(1−ρ)·k_L·(μ_I − μ_L) + β,
+
+    where every factor but d is a per-(sample, channel) scalar. The layer statistics come from
+    the channel ones (equal group sizes): μ_L = mean_c μ_I, and by the law of total variance the
+    biased σ²_L = mean_c[σ²_I,biased + (μ_I − μ_L)²]. This takes six passes over the feature map
+    instead of about fourteen (each with its backward), and never reduces all C·H·W values at
+    once: Paddle's float32 CPU reduction over a whole 64×256×256 map is 3e-3 off (torch: 4e-8).
+    ``instance_layer_norm_direct`` is the formula written out, kept as the reference.
     """
-    hw = x.shape[2] * x.shape[3]
-    n = x.shape[1] * hw
+    m = x.shape[2] * x.shape[3]
+    n = x.shape[1] * m
+    mu_c = x.mean(axis=[2, 3], keepdim=True)                    # [B, C, 1, 1]
+    d = x - mu_c
+    var_c = (d * d).mean(axis=[2, 3], keepdim=True)             # biased, per channel
+    mu_l = mu_c.mean(axis=1, keepdim=True)                      # [B, 1, 1, 1]
+    var_l = (var_c + (mu_c - mu_l) ** 2).mean(axis=1, keepdim=True)
+    k_in = paddle.rsqrt(var_c * (m / (m - 1)) + eps)
+    k_ln = paddle.rsqrt(var_l * (n / (n - 1)) + eps)
+    scale = gamma * (rho * k_in + (1 - rho) * k_ln)
+    shift = gamma * ((1 - rho) * k_ln * (mu_c - mu_l)) + beta
+    return d * scale + shift
+
+
+def instance_layer_norm_direct(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
+                               gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
+    """γ·(ρ·â_I + (1−ρ)·â_L) + β written out as in the official code (unbiased variances).
+
+    The layer statistics are still reduced over H·W, then over C, for float32 precision (see
+    ``instance_layer_norm``). Slower; selected with ``--fast_norm False``.
+    """
+    m = x.shape[2] * x.shape[3]
+    n = x.shape[1] * m
     in_mean = x.mean(axis=[2, 3], keepdim=True)
-    in_sq = ((x - in_mean) ** 2).mean(axis=[2, 3], keepdim=True)
-    out_in = (x - in_mean) / paddle.sqrt(in_sq * (hw / (hw - 1)) + eps)
+    in_var = ((x - in_mean) ** 2).mean(axis=[2, 3], keepdim=True) * (m / (m - 1))
+    out_in = (x - in_mean) / paddle.sqrt(in_var + eps)
     ln_mean = in_mean.mean(axis=1, keepdim=True)
-    ln_sq = ((x - ln_mean) ** 2).mean(axis=[2, 3], keepdim=True).mean(axis=1, keepdim=True)
-    out_ln = (x - ln_mean) / paddle.sqrt(ln_sq * (n / (n - 1)) + eps)
-    return rho * out_in + (1 - rho) * out_ln
+    ln_var = ((x - ln_mean) ** 2).mean(axis=[2, 3], keepdim=True).mean(axis=1, keepdim=True) * (n / (n - 1))
+    out_ln = (x - ln_mean) / paddle.sqrt(ln_var + eps)
+    return (rho * out_in + (1 - rho) * out_ln) * gamma + beta
 
 
 class adaILN(nn.Layer):
@@ -103,18 +132,19 @@ class adaILN(nn.Layer):
 
     γ, β ∈ R^{B×C} come from the generator's MLP (one pair per image); ρ ∈ [0, 1]^C is
     learned, initialised to 0.9 and clipped to [0, 1] after every generator step
-    (``RhoClipper``). Variances are unbiased, ε = 1e-5.
+    (``RhoClipper``). Variances are unbiased, ε = 1e-5 (see ``instance_layer_norm``).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1e-5, fast: bool = True):
         super().__init__()
         self.eps = eps
+        self.fast = fast
         self.rho = self.create_parameter(
             [1, num_features, 1, 1], default_initializer=nn.initializer.Constant(0.9))
 
     def forward(self, input: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
-        out = instance_layer_norm(input, self.rho, self.eps)
-        return out * gamma.unsqueeze([2, 3]) + beta.unsqueeze([2, 3])
+        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
+        return norm(input, self.rho, self.eps, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]))
 
 
 class ILN(nn.Layer):
@@ -126,16 +156,18 @@ class ILN(nn.Layer):
     to 0.0 (pure layer norm), clipped to [0, 1] after every generator step.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1e-5, fast: bool = True):
         super().__init__()
         self.eps = eps
+        self.fast = fast
         shape = [1, num_features, 1, 1]
         self.rho = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
         self.gamma = self.create_parameter(shape, default_initializer=nn.initializer.Constant(1.0))
         self.beta = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, input: paddle.Tensor) -> paddle.Tensor:
-        return instance_layer_norm(input, self.rho, self.eps) * self.gamma + self.beta
+        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
+        return norm(input, self.rho, self.eps, self.gamma, self.beta)
 
 
 class RhoClipper:
@@ -180,12 +212,15 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
     gap_logit = w_gapᵀ·GAP(x), gmp_logit = w_gmpᵀ·GMP(x);
     features  = act(conv1x1([x ⊙ w_gap, x ⊙ w_gmp])), heatmap = Σ_c features.
 
-    GMP is ``amax`` over H, W rather than ``adaptive_max_pool2d``: the same values, but Paddle's
-    adaptive max-pool backward corrupts memory when the input holds NaN (seen on 3.3.1 CPU),
-    which would turn one bad step into a crash instead of a skipped step.
+    GMP is a max-pool whose window is the whole map rather than ``adaptive_max_pool2d``: the
+    same values and the same single-argmax gradient, but Paddle's (3.3.1, CPU) adaptive max-pool
+    backward corrupts memory when the input holds NaN, which would turn one bad step into a
+    crash instead of a skipped step (``amax``/``max`` are NaN-safe too but their backward is
+    10⁴× slower).
     """
+    batch = x.shape[0]
     gap_logit = gap_fc(x.mean(axis=[2, 3]))
-    gmp_logit = gmp_fc(paddle.amax(x, axis=[2, 3]))
+    gmp_logit = gmp_fc(F.max_pool2d(x, kernel_size=x.shape[2:]).reshape([batch, -1]))
     gap = x * _cam_weight(gap_fc)
     gmp = x * _cam_weight(gmp_fc)
     cam_logit = paddle.concat([gap_logit, gmp_logit], axis=1)
@@ -213,15 +248,15 @@ class ResnetBlock(nn.Layer):
 class ResnetAdaILNBlock(nn.Layer):
     """Decoder residual block: x + [pad, conv3, AdaLIN, ReLU, pad, conv3, AdaLIN](x; γ, β)."""
 
-    def __init__(self, dim: int, use_bias: bool):
+    def __init__(self, dim: int, use_bias: bool, fast_norm: bool = True):
         super().__init__()
         self.pad1 = nn.Pad2D(1, mode='reflect')
         self.conv1 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm1 = adaILN(dim)
+        self.norm1 = adaILN(dim, fast=fast_norm)
         self.relu1 = nn.ReLU()
         self.pad2 = nn.Pad2D(1, mode='reflect')
         self.conv2 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm2 = adaILN(dim)
+        self.norm2 = adaILN(dim, fast=fast_norm)
 
     def forward(self, x: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
@@ -234,13 +269,14 @@ class ResnetGenerator(nn.Layer):
 
     Returns ``(out, cam_logit, heatmap)``: the translated image in [-1, 1] [B, C_out, H, W],
     the CAM logits [B, 2] (GAP, GMP) and the attention heatmap [B, 1, H/4, W/4].
+    ``fast_norm`` selects how AdaLIN/LIN are computed (same formula, see ``instance_layer_norm``).
     ``light=True`` feeds the γ/β MLP with the globally average-pooled bottleneck (C values)
     instead of the whole flattened bottleneck (C·H/4·W/4 values), which is what makes the
     full generator 279 M parameters at 256 px and ties it to ``img_size``.
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, n_blocks: int = 6,
-                 img_size: int = 256, light: bool = False):
+                 img_size: int = 256, light: bool = False, fast_norm: bool = True):
         assert n_blocks >= 0, f'n_blocks must be >= 0, got {n_blocks}'
         super().__init__()
         self.input_nc = input_nc
@@ -274,14 +310,14 @@ class ResnetGenerator(nn.Layer):
 
         # Up-sampling bottleneck
         for i in range(n_blocks):
-            setattr(self, 'UpBlock1_' + str(i + 1), ResnetAdaILNBlock(dim, use_bias=False))
+            setattr(self, 'UpBlock1_' + str(i + 1), ResnetAdaILNBlock(dim, use_bias=False, fast_norm=fast_norm))
 
         # Up-sampling
         up = []
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             up += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Pad2D(1, mode='reflect'),
-                   _conv(ngf * mult, ngf * mult // 2, 3), ILN(ngf * mult // 2), nn.ReLU()]
+                   _conv(ngf * mult, ngf * mult // 2, 3), ILN(ngf * mult // 2, fast=fast_norm), nn.ReLU()]
         up += [nn.Pad2D(3, mode='reflect'), _conv(ngf, output_nc, 7), nn.Tanh()]
 
         self.DownBlock = nn.Sequential(*down)

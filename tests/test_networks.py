@@ -101,11 +101,12 @@ def lin_reference(x, rho, gamma, beta, eps=1e-5):
     return gamma * (rho * a_in + (1 - rho) * a_ln) + beta
 
 
-def test_adailn_matches_formula():
+@pytest.mark.parametrize('fast', [True, False])
+def test_adailn_matches_formula(fast):
     rng = np.random.RandomState(0)
     x = rng.randn(2, 5, 3, 4).astype('float32') * 3 + 1      # 12 positions: n−1 vs n is 4%
     gamma, beta = rng.randn(2, 5).astype('float32'), rng.randn(2, 5).astype('float32')
-    layer = adaILN(5)
+    layer = adaILN(5, fast=fast)
     rho = rng.rand(1, 5, 1, 1).astype('float32')
     layer.rho.set_value(rho)
     out = layer(paddle.to_tensor(x), paddle.to_tensor(gamma), paddle.to_tensor(beta)).numpy()
@@ -118,10 +119,11 @@ def test_adailn_matches_formula():
                   / np.sqrt(x64.var(axis=(2, 3), keepdims=True, ddof=1) + 1e-5)).max() > 1e-2
 
 
-def test_iln_matches_formula():
+@pytest.mark.parametrize('fast', [True, False])
+def test_iln_matches_formula(fast):
     rng = np.random.RandomState(1)
-    x = rng.randn(3, 4, 2, 3).astype('float32')
-    layer = ILN(4)
+    x = rng.randn(3, 4, 2, 3).astype('float32') + 5             # an offset mean: the algebra must not cancel
+    layer = ILN(4, fast=fast)
     rho, gamma, beta = (rng.rand(1, 4, 1, 1).astype('float32'), rng.randn(1, 4, 1, 1).astype('float32'),
                         rng.randn(1, 4, 1, 1).astype('float32'))
     layer.rho.set_value(rho)
@@ -129,6 +131,29 @@ def test_iln_matches_formula():
     layer.beta.set_value(beta)
     np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), lin_reference(x, rho, gamma, beta),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_lin_gradients_match_the_formula(fast):
+    """The backward of both implementations equals the gradient of the written-out formula (float64)."""
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, 3, 4, 5)
+    layer = ILN(3, fast=fast)
+    layer.rho.set_value(np.array([0.2, 0.5, 0.9], np.float32).reshape(1, 3, 1, 1))
+    layer.gamma.set_value(rng.randn(1, 3, 1, 1).astype(np.float32))
+    weights = rng.randn(2, 3, 4, 5)
+    xt = paddle.to_tensor(x.astype(np.float32), stop_gradient=False)
+    (layer(xt) * paddle.to_tensor(weights.astype(np.float32))).sum().backward()
+
+    def loss(x64):
+        return (lin_reference(x64, layer.rho.numpy().astype(np.float64), layer.gamma.numpy().astype(np.float64),
+                              0.0) * weights).sum()
+    numeric = np.zeros_like(x)
+    for i in np.ndindex(x.shape):                          # central differences in float64
+        step = np.zeros_like(x)
+        step[i] = 1e-6
+        numeric[i] = (loss(x + step) - loss(x - step)) / 2e-6
+    np.testing.assert_allclose(xt.grad.numpy(), numeric, rtol=1e-3, atol=1e-3)
 
 
 def test_norm_initial_values():

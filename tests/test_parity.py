@@ -117,10 +117,10 @@ def build_ours(fx: dict, *extra: str) -> UGATIT:
 # --------------------------------------------------------------------------- #
 # Forward
 # --------------------------------------------------------------------------- #
-def forward_errors(config: str) -> dict:
+def forward_errors(config: str, fast_norm: bool = True) -> dict:
     """{'eval/<net>/<output>' | 'power/…' | 'power_sn/<net>' | 'probe/<output>': error}."""
     fx = fixture(config)
-    gan = build_ours(fx)
+    gan = build_ours(fx, '--fast_norm', str(fast_norm))
     x = to_input(fx['forward_images'])
     errors = {}
     for name, net in gan.networks().items():
@@ -137,7 +137,7 @@ def forward_errors(config: str) -> dict:
                 errors[f'power_sn/{name}'] = max(float(np.abs(ours[k].numpy() - v).max()) for k, v in uv.items())
     meta = fx['meta']
     probe = ResnetGenerator(3, 3, ngf=meta['ch'], n_blocks=meta['probe']['n_res'],
-                            img_size=meta['probe']['img_size'], light=meta['light'])
+                            img_size=meta['probe']['img_size'], light=meta['light'], fast_norm=fast_norm)
     load_converted(probe, convert_state_dict(group(fx, 'probe/init'), probe, 'probe'), 'probe')
     probe.eval()
     with paddle.no_grad():
@@ -150,9 +150,10 @@ def forward_failures(errors: dict) -> dict:
     return {k: v for k, v in errors.items() if not v < (SN_TOL if k.startswith('power_sn') else FORWARD_TOL)}
 
 
+@pytest.mark.parametrize('fast_norm', [True, False])
 @pytest.mark.parametrize('config', CONFIGS)
-def test_forward_matches_official(config):
-    errors = forward_errors(config)
+def test_forward_matches_official(config, fast_norm):
+    errors = forward_errors(config, fast_norm)
     assert len(errors) == 6 * 3 + 4 * 4 + 3
     assert not forward_failures(errors), forward_failures(errors)
 
@@ -220,9 +221,9 @@ def clean_training_errors(config: str) -> dict:
     return training_errors(config)
 
 
-@pytest.mark.parametrize('config', CONFIGS)
-def test_training_steps_match_official(config):
-    errors = clean_training_errors(config)
+@pytest.mark.parametrize('config, fast_norm', [('light', True), ('full', True), ('light', False)])
+def test_training_steps_match_official(config, fast_norm):
+    errors = clean_training_errors(config) if fast_norm else training_errors(config, '--fast_norm', 'False')
     assert {'loss/D_loss', 'loss/G_loss'} <= set(errors)
     assert sum(k.startswith('update1/') for k in errors) == 6
     assert sum(k.startswith('sn3/') for k in errors) == 4
@@ -289,10 +290,11 @@ def test_parity_detects_missing_rho_clipping():
 
 
 def test_parity_detects_biased_variance(monkeypatch):
-    def biased(x, rho, eps):
+    def biased(x, rho, eps, gamma, beta):
         in_mean, in_var = x.mean(axis=[2, 3], keepdim=True), x.var(axis=[2, 3], keepdim=True, unbiased=False)
         ln_mean, ln_var = x.mean(axis=[1, 2, 3], keepdim=True), x.var(axis=[1, 2, 3], keepdim=True, unbiased=False)
-        return rho * (x - in_mean) / paddle.sqrt(in_var + eps) + (1 - rho) * (x - ln_mean) / paddle.sqrt(ln_var + eps)
+        out = rho * (x - in_mean) / paddle.sqrt(in_var + eps) + (1 - rho) * (x - ln_mean) / paddle.sqrt(ln_var + eps)
+        return out * gamma + beta
     monkeypatch.setattr(networks, 'instance_layer_norm', biased)
     failures = forward_failures(forward_errors('light'))
     assert 'probe/out' in failures, failures
