@@ -34,7 +34,25 @@ log = logging.getLogger('ugatit')
 
 NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 # Arguments that fix the shapes of the networks: a checkpoint only loads into the same ones.
-ARCH_ARGS = ('light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch')
+ARCH_ARGS = ('light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch', 'norm', 'cam_g', 'cam_d', 'self_attn')
+
+
+def variant_name(norm: str, cam_g: bool, cam_d: bool, self_attn: str) -> str:
+    """The row of the paper's Table 1 (ablation) a configuration reproduces: 'U-GAT-IT', 'w/ IN',
+    'w/ LN', 'w/ AdaIN', 'w/ GN', 'w/o CAM', 'w/o G_CAM', 'w/o D_CAM'; other combinations and
+    self-attention get a descriptive name that no paper row has."""
+    parts = []
+    if norm != 'adalin':
+        parts.append({'in': 'w/ IN', 'ln': 'w/ LN', 'adain': 'w/ AdaIN', 'gn': 'w/ GN'}[norm])
+    if not cam_g and not cam_d:
+        parts.append('w/o CAM')
+    elif not cam_g:
+        parts.append('w/o G_CAM')
+    elif not cam_d:
+        parts.append('w/o D_CAM')
+    if self_attn != 'none':
+        parts.append(f'+ self-attention ({ {"g": "G", "d": "D", "gd": "G and D"}[self_attn] })')
+    return 'U-GAT-IT' if not parts else ' '.join(parts)
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,14 +83,16 @@ def d_adv_losses(D, real: paddle.Tensor, fake: paddle.Tensor) -> tuple[paddle.Te
     """
     real_logit, real_cam_logit, _ = D(real)
     fake_logit, fake_cam_logit, _ = D(fake)
-    return (mse_to(real_logit, 1.0) + mse_to(fake_logit, 0.0),
-            mse_to(real_cam_logit, 1.0) + mse_to(fake_cam_logit, 0.0))
+    adv = mse_to(real_logit, 1.0) + mse_to(fake_logit, 0.0)
+    if real_cam_logit is None:                     # a discriminator without CAM (--cam_d False)
+        return adv, None
+    return adv, mse_to(real_cam_logit, 1.0) + mse_to(fake_cam_logit, 0.0)
 
 
 def g_adv_losses(D, fake: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Generator LSGAN loss against D: adv = E(D(G(y)) − 1)², cam = E(η_D(G(y)) − 1)²."""
     fake_logit, fake_cam_logit, _ = D(fake)
-    return mse_to(fake_logit, 1.0), mse_to(fake_cam_logit, 1.0)
+    return mse_to(fake_logit, 1.0), None if fake_cam_logit is None else mse_to(fake_cam_logit, 1.0)
 
 
 def l1(x: paddle.Tensor, y: paddle.Tensor) -> paddle.Tensor:
@@ -171,6 +191,7 @@ class UGATIT:
         self.n_dis = args.n_dis
         self.img_size = args.img_size
         self.img_ch = args.img_ch
+        self.cam_g, self.cam_d = args.cam_g, args.cam_d      # CAM attention (and its losses) in G / D
         self.resume = args.resume
 
         self.out_dir = os.path.join(self.result_dir, self.dataset)
@@ -188,15 +209,17 @@ class UGATIT:
         """Build the six networks, both optimisers and the ρ clipper (no data needed)."""
         paddle.seed(self.seed)
         gen = dict(input_nc=self.img_ch, output_nc=self.img_ch, ngf=self.ch, n_blocks=self.n_res,
-                   img_size=self.img_size, light=self.light, fast_norm=self.args.fast_norm)
+                   img_size=self.img_size, light=self.light, fast_norm=self.args.fast_norm,
+                   norm=self.args.norm, use_cam=self.cam_g, self_attn='g' in self.args.self_attn)
         self.genA2B = ResnetGenerator(**gen)
         self.genB2A = ResnetGenerator(**gen)
         # The official code hard-codes n_layers 7 (global) and 5 (local) and ignores --n_dis;
         # they equal n_dis + 1 and n_dis − 1 for its default n_dis = 6, the TF code's meaning.
-        self.disGA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1)
-        self.disGB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1)
-        self.disLA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1)
-        self.disLB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1)
+        dis = dict(use_cam=self.cam_d, self_attn='d' in self.args.self_attn, img_size=self.img_size)
+        self.disGA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1, **dis)
+        self.disGB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1, **dis)
+        self.disLA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1, **dis)
+        self.disLB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1, **dis)
 
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's).
         adam = dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
@@ -385,10 +408,9 @@ class UGATIT:
             for p in params:
                 p.stop_gradient = False
 
-    @staticmethod
-    def _g_loss_names() -> list[str]:
-        names = [f'G_ad{k}_loss_{s}{d}' for d in 'AB' for s in 'GL' for k in ('', '_cam')]
-        names += [f'G_{t}_loss_{d}' for d in 'AB' for t in ('recon', 'identity', 'cam')]
+    def _g_loss_names(self) -> list[str]:
+        names = [f'G_ad{k}_loss_{s}{d}' for d in 'AB' for s in 'GL' for k in ('', '_cam') if k == '' or self.cam_d]
+        names += [f'G_{t}_loss_{d}' for d in 'AB' for t in ('recon', 'identity', 'cam') if t != 'cam' or self.cam_g]
         return names + ['G_loss_A', 'G_loss_B', 'G_loss']
 
     def _d_losses(self, real_A, real_B, fake_A2B, fake_B2A) -> dict:
@@ -397,9 +419,11 @@ class UGATIT:
             for scale in ('G', 'L'):
                 adv, cam = d_adv_losses(getattr(self, f'dis{scale}{domain}'), real, fake)
                 losses[f'D_ad_loss_{scale}{domain}'] = adv
-                losses[f'D_ad_cam_loss_{scale}{domain}'] = cam
+                if cam is not None:
+                    losses[f'D_ad_cam_loss_{scale}{domain}'] = cam
             losses[f'D_loss_{domain}'] = self.adv_weight * sum(
-                losses[f'D_ad{kind}_loss_{scale}{domain}'] for scale in 'GL' for kind in ('', '_cam'))
+                losses[k] for scale in 'GL' for kind in ('', '_cam')
+                if (k := f'D_ad{kind}_loss_{scale}{domain}') in losses)
         losses['D_loss'] = losses['D_loss_A'] + losses['D_loss_B']
         return losses
 
@@ -415,17 +439,19 @@ class UGATIT:
                 # the bare D (no data-parallel wrapper): it is not trained by this loss
                 adv, cam = g_adv_losses(_unwrap(getattr(self, f'dis{scale}{domain}')), fake)
                 losses[f'G_ad_loss_{scale}{domain}'] = adv
-                losses[f'G_ad_cam_loss_{scale}{domain}'] = cam
+                if cam is not None:
+                    losses[f'G_ad_cam_loss_{scale}{domain}'] = cam
             losses[f'G_recon_loss_{domain}'] = l1(cycled, real)
             losses[f'G_identity_loss_{domain}'] = l1(identity, real)
-            # The generator into X must read its input as "from the other domain" (1) and X as 0.
-            losses[f'G_cam_loss_{domain}'] = bce_to(cam_source, 1.0) + bce_to(cam_target, 0.0)
-            losses[f'G_loss_{domain}'] = (
-                self.adv_weight * sum(losses[f'G_ad{kind}_loss_{scale}{domain}']
-                                      for scale in 'GL' for kind in ('', '_cam'))
-                + self.cycle_weight * losses[f'G_recon_loss_{domain}']
-                + self.identity_weight * losses[f'G_identity_loss_{domain}']
-                + self.cam_weight * losses[f'G_cam_loss_{domain}'])
+            total = (self.adv_weight * sum(losses[k] for scale in 'GL' for kind in ('', '_cam')
+                                           if (k := f'G_ad{kind}_loss_{scale}{domain}') in losses)
+                     + self.cycle_weight * losses[f'G_recon_loss_{domain}']
+                     + self.identity_weight * losses[f'G_identity_loss_{domain}'])
+            if cam_source is not None:
+                # The generator into X must read its input as "from the other domain" (1) and X as 0.
+                losses[f'G_cam_loss_{domain}'] = bce_to(cam_source, 1.0) + bce_to(cam_target, 0.0)
+                total = total + self.cam_weight * losses[f'G_cam_loss_{domain}']
+            losses[f'G_loss_{domain}'] = total
         losses['G_loss'] = losses['G_loss_A'] + losses['G_loss_B']
         return losses
 
@@ -573,8 +599,10 @@ class UGATIT:
         fake, _, fake_heatmap = forward(real)
         cycle, _, cycle_heatmap = backward(fake)
         identity, _, identity_heatmap = backward(real)
-        return [translation_strip(real[i], identity[i], identity_heatmap[i], fake[i], fake_heatmap[i],
-                                  cycle[i], cycle_heatmap[i], self.img_size) for i in range(real.shape[0])]
+        def at(heatmap, i):                        # no heatmap without CAM (--cam_g False)
+            return None if heatmap is None else heatmap[i]
+        return [translation_strip(real[i], identity[i], at(identity_heatmap, i), fake[i], at(fake_heatmap, i),
+                                  cycle[i], at(cycle_heatmap, i), self.img_size) for i in range(real.shape[0])]
 
     def save_grids(self, step: int, grid: dict) -> None:
         """``img/A2B_%07d.png`` and ``img/B2A_%07d.png``: 7 rows × (5 train + 5 test) columns."""
@@ -633,9 +661,15 @@ class UGATIT:
     def arch(self) -> dict:
         return {name: getattr(self.args, name) for name in ARCH_ARGS}
 
+    def variant(self) -> str:
+        """The paper's Table 1 row this configuration reproduces, or a description of it."""
+        return variant_name(self.args.norm, self.cam_g, self.cam_d, self.args.self_attn)
+
     def describe(self) -> str:
-        """'U-GAT-IT light, ch 64, n_res 4, 256 px' (for reports)."""
-        return f'U-GAT-IT {"light" if self.light else "full"}, ch {self.ch}, n_res {self.n_res}, {self.img_size} px'
+        """'U-GAT-IT light, ch 64, n_res 4, 256 px' (plus the variant, for reports)."""
+        base = f'U-GAT-IT {"light" if self.light else "full"}, ch {self.ch}, n_res {self.n_res}, {self.img_size} px'
+        variant = self.variant()
+        return base if variant == 'U-GAT-IT' else f'{base}, {variant}'
 
     def test_outputs_current(self) -> bool:
         """Whether test/ holds the translations of the newest checkpoint."""

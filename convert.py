@@ -211,7 +211,8 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
     if depth['disLA'] != n_dis - 2:
         raise ConversionError(f'the local discriminator has {depth["disLA"] + 1} layers and the global one '
                               f'{n_dis + 1}: this port builds them with n_dis − 1 and n_dis + 1 (official: 5, 7)')
-    return dict(light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch)
+    return dict(light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch,
+                norm='adalin', cam_g=True, cam_d=True, self_attn='none')     # the official model
 
 
 def build_network(name: str, arch: dict) -> nn.Layer:

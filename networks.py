@@ -17,7 +17,8 @@ import paddle.nn.functional as F
 
 __all__ = [
     'ResnetGenerator', 'ResnetBlock', 'ResnetAdaILNBlock', 'adaILN', 'ILN',
-    'Discriminator', 'RhoClipper', 'init_like_torch', 'min_image_size',
+    'Discriminator', 'RhoClipper', 'init_like_torch', 'min_image_size', 'SelfAttention', 'FixedLIN',
+    'GroupNorm', 'decoder_norm', 'NORMS',
 ]
 
 
@@ -178,6 +179,89 @@ class ILN(nn.Layer):
         return norm(input, self.rho, self.eps, self.gamma, self.beta)
 
 
+class FixedLIN(nn.Layer):
+    """γ·(ρ·â_I + (1−ρ)·â_L) + β with a fixed ρ: instance norm (ρ = 1) or layer norm (ρ = 0).
+
+    For the paper's ablation (Table 1, "w/ IN", "w/ LN" and, adaptive, "w/ AdaIN"): the same
+    statistics as AdaLIN/LIN (unbiased variances), so only the choice of normalisation differs.
+    γ, β are learned per channel, or come from the generator's MLP when ``adaptive``.
+    """
+
+    def __init__(self, num_features: int, rho: float, adaptive: bool = False, eps: float = 1e-5,
+                 fast: bool = True):
+        super().__init__()
+        self.eps, self.fast, self.adaptive = eps, fast, adaptive
+        shape = [1, num_features, 1, 1]
+        self.register_buffer('mix', paddle.full(shape, rho), persistable=False)
+        if not adaptive:
+            self.gamma = self.create_parameter(shape, default_initializer=nn.initializer.Constant(1.0))
+            self.beta = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, input: paddle.Tensor, gamma: paddle.Tensor = None, beta: paddle.Tensor = None):
+        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
+        if self.adaptive:
+            return norm(input, self.mix, self.eps, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]))
+        return norm(input, self.mix, self.eps, self.gamma, self.beta)
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` with learned affine ("w/ GN" of the paper's ablation): min(32, C) groups
+    dividing C; accepts (and ignores) the γ, β the decoder blocks pass."""
+
+    def __init__(self, num_features: int):
+        super().__init__(math.gcd(32, num_features), num_features, epsilon=1e-5)
+
+    def forward(self, input: paddle.Tensor, gamma: paddle.Tensor = None, beta: paddle.Tensor = None):
+        return super().forward(input)
+
+
+NORMS = ('adalin', 'in', 'ln', 'adain', 'gn')
+
+
+def decoder_norm(kind: str, num_features: int, in_block: bool, fast: bool = True) -> nn.Layer:
+    """The normalisation of the decoder for ``--norm kind``.
+
+    Residual blocks (``in_block``): adalin → AdaLIN, adain → AdaIN (γ, β from the MLP);
+    in / ln / gn → IN / LN / GN with learned affine. Up-sampling layers: adalin → LIN,
+    adain and in → IN, ln → LN, gn → GN, all with learned affine.
+    """
+    if kind == 'adalin':
+        return adaILN(num_features, fast=fast) if in_block else ILN(num_features, fast=fast)
+    if kind == 'gn':
+        return GroupNorm(num_features)
+    rho = {'adain': 1.0, 'in': 1.0, 'ln': 0.0}[kind]
+    return FixedLIN(num_features, rho, adaptive=(kind == 'adain' and in_block), fast=fast)
+
+
+class SelfAttention(nn.Layer):
+    """SAGAN self-attention (Zhang et al., ICML 2019), added to the input:
+
+        f = W_f x, g = W_g x ∈ R^{C/8 × N}, h = W_h x ∈ R^{C × N}  (1×1 convolutions, N = H·W)
+        β_{j,i} = softmax_i(f_iᵀ g_j)      o_j = Σ_i β_{j,i} h_i      out = γ·o + x
+
+    γ is learned and starts at 0, so the block starts as the identity. ``spectral`` wraps the
+    convolutions in spectral norm (in the discriminators, like their other layers).
+    """
+
+    def __init__(self, dim: int, spectral: bool = False):
+        super().__init__()
+        wrap = _spectral_norm if spectral else (lambda layer: layer)
+        inner = max(1, dim // 8)
+        self.query = wrap(_conv(dim, inner, 1, bias=True))
+        self.key = wrap(_conv(dim, inner, 1, bias=True))
+        self.value = wrap(_conv(dim, dim, 1, bias=True))
+        self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        b, c, h, w = x.shape
+        f = self.query(x).reshape([b, -1, h * w])                   # [B, C/8, N]
+        g = self.key(x).reshape([b, -1, h * w])                     # [B, C/8, N]
+        v = self.value(x).reshape([b, c, h * w])                    # [B, C, N]
+        attention = F.softmax(paddle.matmul(g, f, transpose_x=True), axis=-1)   # [B, N_j, N_i]
+        out = paddle.matmul(v, attention, transpose_y=True)         # o_j = Σ_i β_{j,i} h_i: [B, C, N]
+        return self.gamma * out.reshape([b, c, h, w]) + x
+
+
 class RhoClipper:
     """Clamp ρ of every AdaLIN/ILN layer to [clip_min, clip_max].
 
@@ -254,17 +338,20 @@ class ResnetBlock(nn.Layer):
 
 
 class ResnetAdaILNBlock(nn.Layer):
-    """Decoder residual block: x + [pad, conv3, AdaLIN, ReLU, pad, conv3, AdaLIN](x; γ, β)."""
+    """Decoder residual block: x + [pad, conv3, AdaLIN, ReLU, pad, conv3, AdaLIN](x; γ, β).
 
-    def __init__(self, dim: int, use_bias: bool, fast_norm: bool = True):
+    ``norm`` replaces AdaLIN for the ablation (see ``decoder_norm``); non-adaptive norms ignore γ, β.
+    """
+
+    def __init__(self, dim: int, use_bias: bool, fast_norm: bool = True, norm: str = 'adalin'):
         super().__init__()
         self.pad1 = nn.Pad2D(1, mode='reflect')
         self.conv1 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm1 = adaILN(dim, fast=fast_norm)
+        self.norm1 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
         self.relu1 = nn.ReLU()
         self.pad2 = nn.Pad2D(1, mode='reflect')
         self.conv2 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm2 = adaILN(dim, fast=fast_norm)
+        self.norm2 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
 
     def forward(self, x: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
@@ -278,15 +365,23 @@ class ResnetGenerator(nn.Layer):
     Returns ``(out, cam_logit, heatmap)``: the translated image in [-1, 1] [B, C_out, H, W],
     the CAM logits [B, 2] (GAP, GMP) and the attention heatmap [B, 1, H/4, W/4].
     ``fast_norm`` selects how AdaLIN/LIN are computed (same formula, see ``instance_layer_norm``).
+    For the paper's ablation and its relatives: ``norm`` changes the decoder's normalisation
+    (``decoder_norm``; without an adaptive one there is no γ/β MLP), ``use_cam=False`` removes
+    the CAM attention (cam_logit and heatmap are then None), ``self_attn=True`` adds a SAGAN
+    block after the encoder bottleneck.
     ``light=True`` feeds the γ/β MLP with the globally average-pooled bottleneck (C values)
     instead of the whole flattened bottleneck (C·H/4·W/4 values), which is what makes the
     full generator 279 M parameters at 256 px and ties it to ``img_size``.
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, n_blocks: int = 6,
-                 img_size: int = 256, light: bool = False, fast_norm: bool = True):
+                 img_size: int = 256, light: bool = False, fast_norm: bool = True,
+                 norm: str = 'adalin', use_cam: bool = True, self_attn: bool = False):
         assert n_blocks >= 0, f'n_blocks must be >= 0, got {n_blocks}'
+        assert norm in NORMS, f'norm must be one of {NORMS}, got {norm!r}'
         super().__init__()
+        self.adaptive = norm in ('adalin', 'adain')
+        self.use_cam = use_cam
         self.input_nc = input_nc
         self.output_nc = output_nc
         self.ngf = ngf
@@ -303,44 +398,56 @@ class ResnetGenerator(nn.Layer):
         mult = 2 ** n_downsampling
         dim = ngf * mult                                   # bottleneck channels
         down += [ResnetBlock(dim, use_bias=False) for _ in range(n_blocks)]
+        if self_attn:
+            self.self_attn = SelfAttention(dim)
 
         # Class activation map
-        self.gap_fc = _linear(dim, 1)
-        self.gmp_fc = _linear(dim, 1)
-        self.conv1x1 = _conv(dim * 2, dim, 1, bias=True)
-        self.relu = nn.ReLU()
+        if use_cam:
+            self.gap_fc = _linear(dim, 1)
+            self.gmp_fc = _linear(dim, 1)
+            self.conv1x1 = _conv(dim * 2, dim, 1, bias=True)
+            self.relu = nn.ReLU()
 
         # γ, β MLP
-        mlp_in = dim if light else (img_size // mult) * (img_size // mult) * dim
-        fc = [_linear(mlp_in, dim), nn.ReLU(), _linear(dim, dim), nn.ReLU()]
-        self.gamma = _linear(dim, dim)
-        self.beta = _linear(dim, dim)
+        if self.adaptive:
+            mlp_in = dim if light else (img_size // mult) * (img_size // mult) * dim
+            fc = [_linear(mlp_in, dim), nn.ReLU(), _linear(dim, dim), nn.ReLU()]
+            self.gamma = _linear(dim, dim)
+            self.beta = _linear(dim, dim)
+            self.FC = nn.Sequential(*fc)
 
         # Up-sampling bottleneck
         for i in range(n_blocks):
-            setattr(self, 'UpBlock1_' + str(i + 1), ResnetAdaILNBlock(dim, use_bias=False, fast_norm=fast_norm))
+            setattr(self, 'UpBlock1_' + str(i + 1),
+                    ResnetAdaILNBlock(dim, use_bias=False, fast_norm=fast_norm, norm=norm))
 
         # Up-sampling
         up = []
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             up += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Pad2D(1, mode='reflect'),
-                   _conv(ngf * mult, ngf * mult // 2, 3), ILN(ngf * mult // 2, fast=fast_norm), nn.ReLU()]
+                   _conv(ngf * mult, ngf * mult // 2, 3),
+                   decoder_norm(norm, ngf * mult // 2, in_block=False, fast=fast_norm), nn.ReLU()]
         up += [nn.Pad2D(3, mode='reflect'), _conv(ngf, output_nc, 7), nn.Tanh()]
 
         self.DownBlock = nn.Sequential(*down)
-        self.FC = nn.Sequential(*fc)
         self.UpBlock2 = nn.Sequential(*up)
 
     def forward(self, input: paddle.Tensor):
         x = self.DownBlock(input)                                    # [B, 4ch, H/4, W/4]
-        x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
-        if self.light:
-            x_ = _spatial_mean(x).reshape([x.shape[0], -1])           # [B, 4ch]
-        else:
-            x_ = x.reshape([x.shape[0], -1])                          # [B, 4ch·H/4·W/4]
-        x_ = self.FC(x_)
-        gamma, beta = self.gamma(x_), self.beta(x_)                 # [B, 4ch] each
+        if hasattr(self, 'self_attn'):
+            x = self.self_attn(x)
+        cam_logit = heatmap = None
+        if self.use_cam:
+            x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.relu)
+        gamma = beta = None
+        if self.adaptive:
+            if self.light:
+                x_ = _spatial_mean(x).reshape([x.shape[0], -1])       # [B, 4ch]
+            else:
+                x_ = x.reshape([x.shape[0], -1])                      # [B, 4ch·H/4·W/4]
+            x_ = self.FC(x_)
+            gamma, beta = self.gamma(x_), self.beta(x_)             # [B, 4ch] each
         for i in range(self.n_blocks):
             x = getattr(self, 'UpBlock1_' + str(i + 1))(x, gamma, beta)
         out = self.UpBlock2(x)                                       # [B, C_out, H, W]
@@ -359,18 +466,34 @@ class Discriminator(nn.Layer):
     global discriminator with n_layers=7 (256 px → 6×6 patch map, channels up to 32·ndf)
     and the local one with n_layers=5 (→ 30×30, up to 8·ndf).
     Returns ``(out [B, 1, h, w], cam_logit [B, 2], heatmap [B, 1, h+1, w+1])``.
+    ``use_cam=False`` removes the CAM attention (cam_logit, heatmap None); ``self_attn=True``
+    adds a SAGAN block after the first stride-2 block whose output is 32×32 or smaller for an
+    ``img_size`` input.
     """
 
-    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 5):
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 5, use_cam: bool = True,
+                 self_attn: bool = False, img_size: int = 256):
         super().__init__()
         assert n_layers >= 3, f'Discriminator needs n_layers >= 3, got {n_layers}'
+        self.use_cam = use_cam
         model = [nn.Pad2D(1, mode='reflect'), _spectral_norm(_conv(input_nc, ndf, 4, stride=2, bias=True)),
                  nn.LeakyReLU(0.2)]
+        size, channels = img_size // 2, ndf
+        attention_placed = False
+
+        def maybe_attend():
+            nonlocal attention_placed
+            if self_attn and not attention_placed and size <= 32:
+                model.append(SelfAttention(channels, spectral=True))
+                attention_placed = True
+        maybe_attend()
         for i in range(1, n_layers - 2):
             mult = 2 ** (i - 1)
             model += [nn.Pad2D(1, mode='reflect'),
                       _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=2, bias=True)),
                       nn.LeakyReLU(0.2)]
+            size, channels = size // 2, ndf * mult * 2
+            maybe_attend()
         mult = 2 ** (n_layers - 2 - 1)
         model += [nn.Pad2D(1, mode='reflect'),
                   _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=1, bias=True)),
@@ -378,10 +501,11 @@ class Discriminator(nn.Layer):
 
         # Class activation map
         mult = 2 ** (n_layers - 2)
-        self.gap_fc = _spectral_norm(_linear(ndf * mult, 1))
-        self.gmp_fc = _spectral_norm(_linear(ndf * mult, 1))
-        self.conv1x1 = _conv(ndf * mult * 2, ndf * mult, 1, bias=True)
-        self.leaky_relu = nn.LeakyReLU(0.2)
+        if use_cam:
+            self.gap_fc = _spectral_norm(_linear(ndf * mult, 1))
+            self.gmp_fc = _spectral_norm(_linear(ndf * mult, 1))
+            self.conv1x1 = _conv(ndf * mult * 2, ndf * mult, 1, bias=True)
+            self.leaky_relu = nn.LeakyReLU(0.2)
 
         self.pad = nn.Pad2D(1, mode='reflect')
         self.conv = _spectral_norm(_conv(ndf * mult, 1, 4, bias=False))
@@ -389,7 +513,9 @@ class Discriminator(nn.Layer):
 
     def forward(self, input: paddle.Tensor):
         x = self.model(input)
-        x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.leaky_relu)
+        cam_logit = heatmap = None
+        if self.use_cam:
+            x, cam_logit, heatmap = class_activation(x, self.gap_fc, self.gmp_fc, self.conv1x1, self.leaky_relu)
         out = self.conv(self.pad(x))
         return out, cam_logit, heatmap
 

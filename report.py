@@ -1,4 +1,5 @@
-"""Reproduction reports: the eval phase's KID/FID beside the paper's Table 3.
+"""Reproduction reports: the eval phase's KID/FID beside the paper's Table 3, and the ablation
+table (Table 1) assembled from several runs.
 
 ``python main.py --phase eval --dataset selfie2anime`` translates the test sets (if the newest
 checkpoint's translations are not there yet), then measures, for each direction,
@@ -152,3 +153,35 @@ def write_report(out_dir: str, dataset: str, result: dict, run: dict, extra: dic
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
     return path
+
+
+# --------------------------------------------------------------------------- #
+# Ablation: several runs beside the paper's Table 1
+# --------------------------------------------------------------------------- #
+def find_metrics(run: str, dataset: str) -> str:
+    """The metrics.json of a run given as its folder, its result_dir, or the file itself."""
+    for path in (run, os.path.join(run, 'metrics.json'), os.path.join(run, dataset, 'metrics.json')):
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f'no metrics.json in {run} (nor in {os.path.join(run, dataset)}): '
+                            f'run python main.py --phase eval for that run first')
+
+
+def ablation_table(dataset: str, runs: list[str]) -> str:
+    """A markdown table: each run's KID×100 ± std×100 per direction beside the paper's Table 1 row
+    of the same variant (the paper's ablation is on selfie2anime only)."""
+    paper = paper_results()['table1_ablation']
+    rows = paper['rows'] if dataset == 'selfie2anime' else {}
+    lines = [f'# Ablation on `{dataset}` (KID×100 ± std×100, lower is better)', '',
+             '| variant | run | ours A2B | ours B2A | paper A2B | paper B2A |', '|---|---|---|---|---|---|']
+    for run in runs:
+        with open(find_metrics(run, dataset)) as f:
+            record = json.load(f)
+        variant = record.get('variant', 'U-GAT-IT')
+        ours = [f'{_fmt(record[d]["kid_x100"])} ± {_fmt(record[d]["kid_std_x100"])}' for d in ('A2B', 'B2A')]
+        theirs = [f'{m:.2f} ± {s:.2f}' for m, s in rows[variant]] if variant in rows else ['—', '—']
+        lines.append(f'| {variant} | `{run}` (step {record.get("step")}) | {ours[0]} | {ours[1]} | '
+                     f'{theirs[0]} | {theirs[1]} |')
+    lines += ['', 'Paper: Kim et al. 2020, Table 1 (selfie2anime / anime2selfie). Ours: `--phase eval` of each run, '
+              'with the protocol in its report.md.']
+    return '\n'.join(lines) + '\n'

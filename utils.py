@@ -71,12 +71,17 @@ def to_bgr_tile(image) -> np.ndarray:
 
 def translation_strip(real, identity, identity_heatmap, fake, fake_heatmap, cycle, cycle_heatmap,
                       img_size: int) -> np.ndarray:
-    """The official 7-tile column: real, CAM, identity, CAM, translation, CAM, cycle (BGR, [0, 1])."""
+    """The official 7-tile column: real, CAM, identity, CAM, translation, CAM, cycle (BGR, [0, 1]).
+
+    A missing heatmap (a generator without CAM) is a black tile.
+    """
+    def heat(h):
+        return np.zeros((img_size, img_size, 3)) if h is None else cam(tensor2numpy(h), img_size)
     return np.concatenate([
         to_bgr_tile(real),
-        cam(tensor2numpy(identity_heatmap), img_size), to_bgr_tile(identity),
-        cam(tensor2numpy(fake_heatmap), img_size), to_bgr_tile(fake),
-        cam(tensor2numpy(cycle_heatmap), img_size), to_bgr_tile(cycle)], axis=0)
+        heat(identity_heatmap), to_bgr_tile(identity),
+        heat(fake_heatmap), to_bgr_tile(fake),
+        heat(cycle_heatmap), to_bgr_tile(cycle)], axis=0)
 
 
 @contextlib.contextmanager

@@ -107,11 +107,16 @@ def test_load_converted_checks_what_set_state_dict_only_warns_about():
 # --------------------------------------------------------------------------- #
 # The architecture from the shapes
 # --------------------------------------------------------------------------- #
+OFFICIAL_VARIANT = dict(norm='adalin', cam_g=True, cam_d=True, self_attn='none')
+
+
 def test_infer_arch():
-    assert infer_arch(official('light')) == dict(light=True, img_size=256, ch=4, n_res=1, n_dis=6, img_ch=3)
+    assert infer_arch(official('light')) == dict(light=True, img_size=256, ch=4, n_res=1, n_dis=6, img_ch=3,
+                                                 **OFFICIAL_VARIANT)
     assert infer_arch(official('light'), img_size=96)['img_size'] == 96
     # The full model's γ/β MLP sees the whole (img_size/4)² bottleneck: its size is in the weights.
-    assert infer_arch(official('full')) == dict(light=False, img_size=96, ch=2, n_res=1, n_dis=6, img_ch=3)
+    assert infer_arch(official('full')) == dict(light=False, img_size=96, ch=2, n_res=1, n_dis=6, img_ch=3,
+                                                **OFFICIAL_VARIANT)
     with pytest.raises(ConversionError, match='trained at 96 px'):
         infer_arch(official('full'), img_size=256)
 
@@ -134,7 +139,7 @@ def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_
     assert path == str(model_dir / 'tiny_params_0000042.pdparams')
     state = paddle.load(path)
     assert state['step'] == 42 and 'G_optim' not in state and 'D_optim' not in state
-    assert state['arch'] == dict(light=True, img_size=96, ch=4, n_res=1, n_dis=6, img_ch=3)
+    assert state['arch'] == dict(light=True, img_size=96, ch=4, n_res=1, n_dis=6, img_ch=3, **OFFICIAL_VARIANT)
     hint = 'python main.py --phase test --dataset tiny --light True --img_size 96 --ch 4 --n_res 1'
     assert hint in capsys.readouterr().out
 
