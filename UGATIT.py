@@ -27,6 +27,7 @@ import paddle.nn.functional as F
 import checkpoint as ckpt
 from checkpoint import CheckpointError, checkpoint_name, list_checkpoints
 from dataset import ImageFolder, TrainSampler, check_dataset, make_loader, test_transform
+from monitor import Monitor, progress_bar
 from networks import Discriminator, ResnetGenerator, RhoClipper
 from utils import check_folder, translation_strip, write_image
 
@@ -513,49 +514,50 @@ class UGATIT:
 
     def _loop(self, first: int, iter_A, iter_B, grid: dict, stop: StopRequest) -> None:
         log_every = max(1, self.print_freq // 10)
-        start_time = interval_time = time.time()
-        sums, count, steps, nan_run = {}, 0, 0, 0
-        for step in range(first, self.iteration + 1):
-            lr = self.lr_at(step)
-            self.G_optim.set_lr(lr)
-            self.D_optim.set_lr(lr)
-            real_A, real_B = next(iter_A)[0], next(iter_B)[0]
-            losses = self.train_step(real_A, real_B)
-            self.start_step = step
-            steps += 1
-
-            if math.isfinite(losses['D_loss']) and math.isfinite(losses['G_loss']):
-                nan_run = 0
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-            else:
-                nan_run += 1
-                log.warning('step %d: non-finite loss (d_loss %s, g_loss %s): update skipped (%d in a row, '
-                            '%d this run)', step, losses['D_loss'], losses['G_loss'], nan_run, self.nonfinite_steps)
-                if nan_run >= self.max_nan_steps:
-                    last = self.newest_checkpoint()
-                    raise TrainingDiverged(
-                        f'{nan_run} consecutive steps with non-finite losses (steps {step - nan_run + 1}-{step}): '
-                        f'training stopped; the last good checkpoint is {last or "none (none was written)"}: '
-                        f'lower --lr or check the data, then --resume True')
-
-            if step % log_every == 0 or step == self.iteration:
-                now = time.time()
-                log.info('[%7d/%7d] time %.1fs  %.2f it/s  d_loss %.4f  g_loss %.4f  lr %.2e',
-                         step, self.iteration, now - start_time, steps / max(now - interval_time, 1e-9),
-                         sums.get('D_loss', math.nan) / max(count, 1), sums.get('G_loss', math.nan) / max(count, 1), lr)
-                sums, count, steps, interval_time = {}, 0, 0, now
-            if step % self.print_freq == 0:
-                self.save_grids(step, grid)
-            self._periodic_saves(step)
-            if self.any_rank(stop.signal_name is not None):      # all ranks stop at the same step
-                path = self._save_latest(step)
-                self.stop_reason = stop.signal_name or 'a signal on another rank'
-                log.warning('stopped by %s at step %d: checkpoint %s; continue with --resume True',
-                            self.stop_reason, step, path)
-                return
+        monitor = Monitor(os.path.join(self.out_dir, 'vdl'), first, self.iteration, log_every, enabled=self.rank == 0)
+        try:
+            nan_run = 0
+            for step in range(first, self.iteration + 1):
+                lr = self.lr_at(step)
+                self.G_optim.set_lr(lr)
+                self.D_optim.set_lr(lr)
+                real_A, real_B = next(iter_A)[0], next(iter_B)[0]
+                losses = self.train_step(real_A, real_B)
+                self.start_step = step
+                monitor.step(losses)
+                nan_run = 0 if math.isfinite(losses['D_loss'] + losses['G_loss']) else nan_run + 1
+                if nan_run:
+                    self._nonfinite(step, losses, nan_run)
+                if step % log_every == 0 or step == self.iteration:
+                    monitor.report(step, {'G': lr, 'D': lr}, self.rho_values())
+                if step % self.print_freq == 0:
+                    for direction, image in self.save_grids(step, grid).items():
+                        monitor.image(f'grid/{direction}', image, step)
+                self._periodic_saves(step)
+                if self.any_rank(stop.signal_name is not None):      # all ranks stop at the same step
+                    path = self._save_latest(step)
+                    self.stop_reason = stop.signal_name or 'a signal on another rank'
+                    log.warning('stopped by %s at step %d: checkpoint %s; continue with --resume True',
+                                self.stop_reason, step, path)
+                    return
+        finally:
+            monitor.close()
         log.info('training finished at step %d: checkpoints in %s', self.iteration, self.model_dir)
+
+    def _nonfinite(self, step: int, losses: dict, nan_run: int) -> None:
+        log.warning('step %d: non-finite loss (d_loss %s, g_loss %s): update skipped (%d in a row, %d this run)',
+                    step, losses['D_loss'], losses['G_loss'], nan_run, self.nonfinite_steps)
+        if nan_run >= self.max_nan_steps:
+            last = self.newest_checkpoint()
+            raise TrainingDiverged(
+                f'{nan_run} consecutive steps with non-finite losses (steps {step - nan_run + 1}-{step}): '
+                f'training stopped; the last good checkpoint is {last or "none (none was written)"}: '
+                f'lower --lr or check the data, then --resume True')
+
+    def rho_values(self) -> dict[str, np.ndarray]:
+        """ρ of every AdaLIN/LIN layer, by 'genA2B.UpBlock1_1.norm1'-style name."""
+        return {f'{name}.{key}': layer.rho.numpy() for name in ('genA2B', 'genB2A')
+                for key, layer in _unwrap(getattr(self, name)).named_sublayers() if hasattr(layer, 'rho')}
 
     def _periodic_saves(self, step: int) -> None:
         if step % self.save_freq == 0:
@@ -604,15 +606,18 @@ class UGATIT:
         return [translation_strip(real[i], identity[i], at(identity_heatmap, i), fake[i], at(fake_heatmap, i),
                                   cycle[i], at(cycle_heatmap, i), self.img_size) for i in range(real.shape[0])]
 
-    def save_grids(self, step: int, grid: dict) -> None:
-        """``img/A2B_%07d.png`` and ``img/B2A_%07d.png``: 7 rows × (5 train + 5 test) columns."""
+    def save_grids(self, step: int, grid: dict) -> dict[str, np.ndarray]:
+        """``img/A2B_%07d.png`` and ``img/B2A_%07d.png``: 7 rows × (5 train + 5 test) columns.
+        Returns the grids (BGR, [0, 1]) by direction; nothing on ranks other than 0."""
         if self.rank != 0:
-            return
+            return {}
         self.set_mode(False, ('genA2B', 'genB2A'))
+        grids = {}
         for direction, domain in (('A2B', 'A'), ('B2A', 'B')):
-            strips = self.translate_with_cam(grid[domain], direction)
-            write_image(os.path.join(self.img_dir, f'{direction}_{step:07d}.png'), np.concatenate(strips, axis=1))
+            grids[direction] = np.concatenate(self.translate_with_cam(grid[domain], direction), axis=1)
+            write_image(os.path.join(self.img_dir, f'{direction}_{step:07d}.png'), grids[direction])
         self.set_mode(True, ('genA2B', 'genB2A'))
+        return grids
 
     # ------------------------------------------------------------------ #
     # Test
@@ -645,14 +650,19 @@ class UGATIT:
         official strips ``strip_dir/<direction>_%d.png``. Returns the number of images."""
         self.set_mode(False, ('genA2B', 'genB2A'))
         loader = make_loader(data, batch_size=1, num_workers=self.num_workers)
+        bar = progress_bar(len(data), desc=direction, unit='img')
         n = 0
         for real, index in loader:
+            if bar is not None:
+                bar.update(real.shape[0])
             for i, strip in enumerate(self.translate_with_cam(real, direction)):
                 n += 1
                 if strip_dir is not None:
                     write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
                 translation = strip[4 * self.img_size:5 * self.img_size]      # tile 5 of 7
                 write_image(os.path.join(out_dir, data.stem(int(index[i])) + '.png'), translation)
+        if bar is not None:
+            bar.close()
         return n
 
     # ------------------------------------------------------------------ #
