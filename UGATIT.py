@@ -26,7 +26,9 @@ import paddle.nn.functional as F
 
 import checkpoint as ckpt
 from checkpoint import CheckpointError, checkpoint_name, list_checkpoints
-from dataset import ImageFolder, TrainSampler, check_dataset, make_loader, test_transform
+from dataset import (DatasetError, ImageFolder, TrainSampler, UnreadableImage, check_dataset, infer_transform,
+                     inference_inputs, load_image, make_loader, restore_size, test_transform, to_uint8_image,
+                     write_rgb)
 from monitor import Monitor, progress_bar
 from networks import Discriminator, ResnetGenerator, RhoClipper
 from utils import check_folder, translation_strip, write_image
@@ -664,6 +666,50 @@ class UGATIT:
         if bar is not None:
             bar.close()
         return n
+
+    # ------------------------------------------------------------------ #
+    # Translate your own images, export
+    # ------------------------------------------------------------------ #
+    @paddle.no_grad()
+    def infer(self, input_path: str, direction: str, output_dir: str | None = None, keep_size: bool = False) -> str:
+        """Translate an image or a folder of images of any size with the newest checkpoint.
+
+        Each image is centre-cropped to a square and resized to img_size (``keep_size``: squashed
+        whole to img_size and the translation resized back to the input's size). Writes
+        ``<output_dir>/<stem>.png`` (default ``<result_dir>/<dataset>/infer/<direction>``);
+        unreadable files are skipped with a warning naming each. Returns the output folder.
+        """
+        files = inference_inputs(input_path)
+        self.load_newest(weights_only=True)
+        generator = _unwrap(self.genA2B if direction == 'A2B' else self.genB2A)
+        generator.eval()
+        output_dir = check_folder(output_dir or os.path.join(self.out_dir, 'infer', direction))
+        root = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+        written, skipped = 0, []
+        bar = progress_bar(len(files), desc=direction, unit='img')
+        for path in files:
+            try:
+                img = load_image(path, self.img_ch)
+            except UnreadableImage as e:
+                log.warning('skipping: %s', e)
+                skipped.append(path)
+                continue
+            out = generator(paddle.to_tensor(infer_transform(img, self.img_size, keep_size)[None]))[0]
+            result = to_uint8_image(out[0].numpy())
+            if keep_size:
+                result = restore_size(result, img.shape)
+            stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
+            write_rgb(os.path.join(output_dir, stem + '.png'), result)
+            written += 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if not written:
+            raise DatasetError(f'none of the {len(files)} input files could be read: {", ".join(skipped[:3])}')
+        log.info('%s: %d images translated into %s%s', direction, written, output_dir,
+                 f' ({len(skipped)} unreadable skipped)' if skipped else '')
+        return output_dir
 
     # ------------------------------------------------------------------ #
     # Checkpoints

@@ -126,6 +126,61 @@ def test_transform(img: np.ndarray, img_size: int) -> np.ndarray:
     return to_tensor_range(_resize(img, img_size))
 
 
+def center_crop(img: np.ndarray) -> np.ndarray:
+    """The largest centred square of an image."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return img[top:top + side, left:left + side]
+
+
+def infer_transform(img: np.ndarray, img_size: int, keep_size: bool = False) -> np.ndarray:
+    """An image of any size → the model's img_size×img_size input (float32 C×H×W in [-1, 1]).
+
+    Default: the centred square crop, resized (the model was trained on centred square
+    faces; the aspect ratio is kept). ``keep_size``: the whole image resized to a square, so that
+    the output can be resized back to the input's size (``restore_size``).
+    """
+    return to_tensor_range(_resize(img if keep_size else center_crop(img), img_size))
+
+
+def restore_size(out_uint8: np.ndarray, original_shape: tuple) -> np.ndarray:
+    """A translated img_size² image back to the original H×W (for ``keep_size``)."""
+    h, w = original_shape[:2]
+    return cv2.resize(out_uint8, (w, h), interpolation=cv2.INTER_CUBIC if h * w > out_uint8.shape[0] ** 2
+                      else cv2.INTER_AREA)
+
+
+def to_uint8_image(x: np.ndarray) -> np.ndarray:
+    """A generator output C×H×W in [-1, 1] → H×W×C uint8 (RGB, or grey)."""
+    return np.clip((np.asarray(x).transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_rgb(path: str, img: np.ndarray) -> None:
+    """Write an RGB (or grey) uint8 image; the format follows the extension."""
+    img = img if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(os.path.splitext(path)[1] or '.png', img)
+    if not ok:
+        raise OSError(f'could not encode {path}')
+    with open(path, 'wb') as f:
+        f.write(buf.tobytes())
+
+
+def inference_inputs(path: str) -> list[str]:
+    """The image files to translate: ``path`` itself, or every image under the folder ``path``.
+
+    One-line ``DatasetError`` for a missing path or a folder without images.
+    """
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        files = find_images(path)
+        if not files:
+            raise DatasetError(f'{path} holds no image ({", ".join(IMG_EXTENSIONS)})')
+        return files
+    raise DatasetError(f'--input {path} does not exist: give an image file or a folder of images')
+
+
 # --------------------------------------------------------------------------- #
 # Dataset
 # --------------------------------------------------------------------------- #

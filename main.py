@@ -32,9 +32,10 @@ def default_device() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval', 'report'],
+    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval', 'report', 'infer', 'export'],
                    help='train, test (translate testA/testB), eval (test if needed, then the KID/FID report), '
-                        'or report (the ablation table of the --runs)')
+                        'report (the ablation table of the --runs), infer (translate --input), '
+                        'export (generators for Paddle Inference and ONNX)')
     p.add_argument('--light', type=str2bool, default=False,
                    help='U-GAT-IT light (γ/β MLP on pooled features, 10.6 M-parameter G) instead of full (279 M)')
     p.add_argument('--dataset', type=str, default='YOUR_DATASET_NAME',
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--self_attn', type=str, default='none', choices=['none', 'g', 'd', 'gd'],
                    help='SAGAN self-attention after the generator bottleneck (g), in the discriminators at '
                         '<= 32x32 (d), or both')
+
+    g = p.add_argument_group('Translate your own images (--phase infer)')
+    g.add_argument('--input', type=str, default=None, help='an image or a folder of images to translate')
+    g.add_argument('--direction', type=str, default='A2B', choices=['A2B', 'B2A'], help='translation direction')
+    g.add_argument('--output', type=str, default=None,
+                   help='output folder (default <result_dir>/<dataset>/infer/<direction>; export: .../export)')
+    g.add_argument('--keep_size', type=str2bool, default=False,
+                   help='squash the whole image to img_size and resize the result back to the input size, '
+                        'instead of translating its centred square crop at img_size')
 
     g = p.add_argument_group('Evaluation (--phase eval)')
     g.add_argument('--kid_estimator', type=str, default='block', choices=['block', 'subsets'],
@@ -229,6 +239,14 @@ def run(args: argparse.Namespace) -> None:
         elif args.phase == 'test':
             test_dir = gan.test()
             log.info('test results: %s', test_dir)
+        elif args.phase == 'infer':
+            if not args.input:
+                raise SystemExit('error: --phase infer needs --input IMAGE_OR_FOLDER')
+            print(gan.infer(args.input, args.direction, args.output, args.keep_size))
+        elif args.phase == 'export':
+            from export import export_generators
+            for path in export_generators(gan, args.output):
+                print(path)
         elif args.phase == 'eval':
             try:
                 run_eval(gan, args)

@@ -253,13 +253,12 @@ class SelfAttention(nn.Layer):
         self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        b, c, h, w = x.shape
-        f = self.query(x).reshape([b, -1, h * w])                   # [B, C/8, N]
-        g = self.key(x).reshape([b, -1, h * w])                     # [B, C/8, N]
-        v = self.value(x).reshape([b, c, h * w])                    # [B, C, N]
+        f = self.query(x).flatten(2)                                # [B, C/8, N]
+        g = self.key(x).flatten(2)                                  # [B, C/8, N]
+        v = self.value(x).flatten(2)                                # [B, C, N]
         attention = F.softmax(paddle.matmul(g, f, transpose_x=True), axis=-1)   # [B, N_j, N_i]
         out = paddle.matmul(v, attention, transpose_y=True)         # o_j = Σ_i β_{j,i} h_i: [B, C, N]
-        return self.gamma * out.reshape([b, c, h, w]) + x
+        return self.gamma * out.reshape([-1] + list(x.shape[1:])) + x
 
 
 class RhoClipper:
@@ -310,9 +309,8 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
     crash instead of a skipped step (``amax``/``max`` are NaN-safe too but their backward is
     10⁴× slower).
     """
-    batch = x.shape[0]
-    gap_logit = gap_fc(_spatial_mean(x).reshape([batch, -1]))
-    gmp_logit = gmp_fc(F.max_pool2d(x, kernel_size=x.shape[2:]).reshape([batch, -1]))
+    gap_logit = gap_fc(_spatial_mean(x).flatten(1))
+    gmp_logit = gmp_fc(F.max_pool2d(x, kernel_size=list(x.shape[2:])).flatten(1))
     gap = x * _cam_weight(gap_fc)
     gmp = x * _cam_weight(gmp_fc)
     cam_logit = paddle.concat([gap_logit, gmp_logit], axis=1)
@@ -324,6 +322,14 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
 # --------------------------------------------------------------------------- #
 # Generator
 # --------------------------------------------------------------------------- #
+class NearestUpsample2x(nn.Layer):
+    """``nn.Upsample(scale_factor=2, mode='nearest')`` by target size: the same values, and it
+    exports to ONNX (paddle2onnx rejects the integer scale attribute)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.interpolate(x, size=[x.shape[2] * 2, x.shape[3] * 2], mode='nearest')
+
+
 class ResnetBlock(nn.Layer):
     """Encoder residual block: x + [pad, conv3, IN, ReLU, pad, conv3, IN](x)."""
 
@@ -425,7 +431,7 @@ class ResnetGenerator(nn.Layer):
         up = []
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            up += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Pad2D(1, mode='reflect'),
+            up += [NearestUpsample2x(), nn.Pad2D(1, mode='reflect'),
                    _conv(ngf * mult, ngf * mult // 2, 3),
                    decoder_norm(norm, ngf * mult // 2, in_block=False, fast=fast_norm), nn.ReLU()]
         up += [nn.Pad2D(3, mode='reflect'), _conv(ngf, output_nc, 7), nn.Tanh()]
@@ -443,9 +449,9 @@ class ResnetGenerator(nn.Layer):
         gamma = beta = None
         if self.adaptive:
             if self.light:
-                x_ = _spatial_mean(x).reshape([x.shape[0], -1])       # [B, 4ch]
+                x_ = _spatial_mean(x).flatten(1)                      # [B, 4ch]
             else:
-                x_ = x.reshape([x.shape[0], -1])                      # [B, 4ch·H/4·W/4]
+                x_ = x.flatten(1)                                     # [B, 4ch·H/4·W/4]
             x_ = self.FC(x_)
             gamma, beta = self.gamma(x_), self.beta(x_)             # [B, 4ch] each
         for i in range(self.n_blocks):

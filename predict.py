@@ -1,0 +1,92 @@
+"""Translate images with an exported generator on Paddle Inference (no training code, no checkpoint).
+
+    python main.py --phase export --dataset selfie2anime
+    python predict.py --model results/selfie2anime/export/genA2B --input photos/ --output anime/
+
+Images of any size: the centred square crop is resized to the model's size (``--keep_size True``:
+the whole image, and the result resized back to the input's size), as ``main.py --phase infer``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from dataset import (DatasetError, UnreadableImage, infer_transform, inference_inputs, load_image, restore_size,
+                     to_uint8_image, write_rgb)
+from export import model_files
+from utils import str2bool
+
+
+def create_predictor(prefix: str, threads: int = 2, use_gpu: bool = False, onednn: bool = False):
+    """A paddle.inference predictor for an exported generator.
+
+    ``onednn`` turns on Paddle Inference's oneDNN kernels on the CPU (off by default: on Paddle 3.3.1
+    their executor rejects one of this model's attributes).
+    """
+    from paddle import inference
+    model_file, params_file = model_files(prefix)
+    config = inference.Config(model_file, params_file)
+    if use_gpu:
+        config.enable_use_gpu(256, 0)
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+        if onednn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
+def translate(predictor, batch: np.ndarray) -> np.ndarray:
+    """[B, C, S, S] float32 in [-1, 1] → the generator's output, same shape."""
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description='Translate images with an exported U-GAT-IT generator')
+    p.add_argument('--model', required=True, help='exported prefix, e.g. results/selfie2anime/export/genA2B')
+    p.add_argument('--input', required=True, help='an image or a folder of images')
+    p.add_argument('--output', default='predictions', help='output folder')
+    p.add_argument('--keep_size', type=str2bool, default=False, help='resize the result back to the input size')
+    p.add_argument('--threads', type=int, default=2, help='CPU threads')
+    p.add_argument('--use_gpu', type=str2bool, default=False, help='run on GPU 0')
+    args = p.parse_args(argv)
+    try:
+        info_path = os.path.join(os.path.dirname(args.model), 'export_info.json')
+        with open(info_path) as f:
+            info = json.load(f)
+        predictor = create_predictor(args.model, args.threads, args.use_gpu)
+        files = inference_inputs(args.input)
+    except (OSError, DatasetError) as e:
+        raise SystemExit(f'error: {e}') from None
+    os.makedirs(args.output, exist_ok=True)
+    root = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
+    written = 0
+    for path in files:
+        try:
+            img = load_image(path, info['img_ch'])
+        except UnreadableImage as e:
+            print(f'skipping: {e}', file=sys.stderr)
+            continue
+        out = to_uint8_image(translate(predictor, infer_transform(img, info['img_size'], args.keep_size)[None])[0])
+        if args.keep_size:
+            out = restore_size(out, img.shape)
+        stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
+        write_rgb(os.path.join(args.output, stem + '.png'), out)
+        written += 1
+    print(f'{written} images → {args.output}')
+    return args.output
+
+
+if __name__ == '__main__':
+    main()
