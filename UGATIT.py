@@ -25,7 +25,7 @@ import paddle
 import paddle.nn.functional as F
 
 import checkpoint as ckpt
-from checkpoint import CheckpointError, checkpoint_name, list_checkpoints
+from checkpoint import CheckpointError, checkpoint_name
 from dataset import (DatasetError, ImageFolder, TrainSampler, UnreadableImage, check_dataset, infer_transform,
                      inference_inputs, load_image, make_loader, restore_size, test_transform, to_uint8_image,
                      write_rgb)

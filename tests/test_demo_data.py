@@ -1,7 +1,6 @@
 """Tests for demo_data.py: the offline photo <-> cartoon demo dataset."""
 
 import socket
-import sys
 from pathlib import Path
 
 import cv2

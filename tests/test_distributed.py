@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import TINY
 
@@ -43,9 +42,10 @@ def test_two_processes_of_batch_1_equal_one_process_of_batch_2(tmp_path, tiny_da
     single = np.load(tmp_path / 'one_out' / 'rank0.npz')
     assert set(rank0.files) == set(single.files) and len(single.files) > 100
     assert any(k.endswith('weight_u') for k in single.files) and any(k.endswith('rho') for k in single.files)
+    worst = max(single.files, key=lambda k: np.abs(rank0[k] - single[k]).max())
     for k in single.files:
         np.testing.assert_array_equal(rank0[k], rank1[k], err_msg=f'ranks differ: {k}')
-        assert np.abs(rank0[k] - single[k]).max() <= 1e-5, k
+    assert np.abs(rank0[worst] - single[worst]).max() <= 1e-5, (worst, np.abs(rank0[worst] - single[worst]).max())
     rho = np.concatenate([single[k].ravel() for k in single.files if k.endswith('rho')])
     assert rho.min() == 0.0 and rho.max() == 1.0                 # the clipper acted on -0.2 and 1.2
     # Only rank 0 wrote checkpoints and grids, in its own result folder.
@@ -68,20 +68,19 @@ def test_a_failed_rank_ends_the_job_with_its_error(tmp_path, tiny_data):
 
 
 def test_every_rank_resumes_from_the_same_checkpoint(tmp_path, tiny_data):
-    """2 steps under a 2-process launch, then --resume to 4: as 4 uninterrupted steps of 1 × batch 2."""
-    def args(name, batch, iteration, *extra):
-        return train_args(tmp_path, tiny_data, name, batch, '--iteration', str(iteration), '--decay_flag', 'False',
+    """2 steps under a 2-process launch, then --resume to 4: bit-identical to 4 uninterrupted steps."""
+    def args(name, iteration, *extra):
+        return train_args(tmp_path, tiny_data, name, 1, '--iteration', str(iteration), '--decay_flag', 'False',
                           '--print_freq', '100', *extra)
-    first = launch(tmp_path, 2, args('two', 1, 2), tmp_path / 'first_out')
+    first = launch(tmp_path, 2, args('two', 2), tmp_path / 'first_out')
     assert first.returncode == 0, first.stdout[-3000:]
-    resumed = launch(tmp_path, 2, args('two', 1, 4, '--resume', 'True'), tmp_path / 'resumed_out')
+    resumed = launch(tmp_path, 2, args('two', 4, '--resume', 'True'), tmp_path / 'resumed_out')
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert 'resumed from' in resumed.stdout and 'at step 2' in resumed.stdout
-    one = subprocess.run([sys.executable, WORKER, str(tmp_path / 'one_out')] + args('one', 2, 4),
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    rank0, rank1 = np.load(tmp_path / 'resumed_out' / 'rank0.npz'), np.load(tmp_path / 'resumed_out' / 'rank1.npz')
-    single = np.load(tmp_path / 'one_out' / 'rank0.npz')
-    for k in single.files:
-        np.testing.assert_array_equal(rank0[k], rank1[k], err_msg=f'ranks differ: {k}')
-        assert np.abs(rank0[k] - single[k]).max() <= 1e-5, k
+    straight = launch(tmp_path, 2, args('straight', 4), tmp_path / 'straight_out')
+    assert straight.returncode == 0, straight.stdout[-3000:]
+    ranks = [np.load(tmp_path / 'resumed_out' / f'rank{r}.npz') for r in (0, 1)]
+    uninterrupted = np.load(tmp_path / 'straight_out' / 'rank0.npz')
+    for k in uninterrupted.files:
+        np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=f'ranks differ: {k}')
+        np.testing.assert_array_equal(ranks[0][k], uninterrupted[k], err_msg=f'resumed run differs: {k}')

@@ -1,6 +1,5 @@
 """The eval phase: KID/FID of both directions beside the paper's Table 3, written as metrics.json and report.md."""
 import json
-import os
 
 import pytest
 

@@ -1,7 +1,6 @@
 """Never lose a run: exact resume, clean stop on signals, crash-safe saves, fallbacks, NaN and disk guards."""
 import errno
 import json
-import logging
 import math
 import os
 import signal

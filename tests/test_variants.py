@@ -6,7 +6,6 @@ import paddle
 import pytest
 
 import main
-import report
 from conftest import tiny_args
 from networks import Discriminator, FixedLIN, GroupNorm, ResnetGenerator, SelfAttention
 from UGATIT import UGATIT, variant_name
