@@ -37,6 +37,46 @@ class Translator(nn.Layer):
         return self.generator(image)[0]
 
 
+class StripModel(nn.Layer):
+    """Both generators as one program for the test strips of one direction:
+    real → (translation, its heatmap, cycle, its heatmap, identity, its heatmap)."""
+
+    def __init__(self, forward_generator: nn.Layer, backward_generator: nn.Layer):
+        super().__init__()
+        self.forward_generator = forward_generator
+        self.backward_generator = backward_generator
+
+    def forward(self, real: paddle.Tensor):
+        fake, _, fake_heatmap = self.forward_generator(real)
+        cycle, _, cycle_heatmap = self.backward_generator(fake)
+        identity, _, identity_heatmap = self.backward_generator(real)
+        return fake, fake_heatmap, cycle, cycle_heatmap, identity, identity_heatmap
+
+
+def strip_engine(forward_generator: nn.Layer, backward_generator: nn.Layer, img_ch: int, img_size: int,
+                 folder: str, threads: int = 2):
+    """The test strips of one direction on Paddle Inference with oneDNN: a function
+    real [B, C, S, S] (numpy, [-1, 1]) → the six arrays of ``StripModel``.
+
+    On the CPU this runs a generator forward about 2.5× faster than eager Paddle (oneDNN
+    convolutions, a static program), with the same results to float rounding.
+    """
+    from predict import create_predictor
+    model = StripModel(forward_generator, backward_generator)
+    model.eval()
+    prefix = os.path.join(folder, 'strip')
+    paddle.jit.save(model, prefix, input_spec=input_spec(img_ch, img_size))
+    predictor = create_predictor(prefix, threads=threads)
+
+    def run(real):
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(real.shape))
+        handle.copy_from_cpu(real)
+        predictor.run()
+        return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
+    return run
+
+
 def input_spec(img_ch: int, img_size: int) -> list:
     return [paddle.static.InputSpec([None, img_ch, img_size, img_size], 'float32', name='image')]
 

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
                    help='mixed precision (paddle.amp.auto_cast O1; fp16 with loss scaling): GPUs; '
                         'Paddle runs it as float32 on the CPU')
+    g.add_argument('--test_engine', type=str, default='auto', choices=['auto', 'dygraph', 'inference'],
+                   help='test/eval translations: Paddle Inference with oneDNN (inference), eager Paddle (dygraph), '
+                        'or auto (inference on the CPU, dygraph on GPUs)')
     g.add_argument('--fast_norm', type=str2bool, default=True,
                    help='compute AdaLIN/LIN as x·A + B in 6 passes instead of the formula written out')
 

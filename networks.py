@@ -323,11 +323,18 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
 # Generator
 # --------------------------------------------------------------------------- #
 class NearestUpsample2x(nn.Layer):
-    """``nn.Upsample(scale_factor=2, mode='nearest')`` by target size: the same values, and it
-    exports to ONNX (paddle2onnx rejects the integer scale attribute)."""
+    """``nn.Upsample(scale_factor=2, mode='nearest')``.
+
+    Eager: the interpolate kernel. Traced for export (``paddle.jit.save``): the same values as
+    each pixel repeated into a 2×2 block (unsqueeze, expand, reshape), because paddle2onnx and
+    Paddle Inference's oneDNN executor reject the interpolate op's attributes (Paddle 3.3.1).
+    """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return F.interpolate(x, size=[x.shape[2] * 2, x.shape[3] * 2], mode='nearest')
+        if paddle.in_dynamic_mode():
+            return F.interpolate(x, scale_factor=2, mode='nearest')
+        c, h, w = x.shape[1:]
+        return x.unsqueeze([3, 5]).expand([-1, -1, -1, 2, -1, 2]).reshape([-1, c, h * 2, w * 2])
 
 
 class ResnetBlock(nn.Layer):

@@ -21,12 +21,8 @@ from export import model_files
 from utils import str2bool
 
 
-def create_predictor(prefix: str, threads: int = 2, use_gpu: bool = False, onednn: bool = False):
-    """A paddle.inference predictor for an exported generator.
-
-    ``onednn`` turns on Paddle Inference's oneDNN kernels on the CPU (off by default: on Paddle 3.3.1
-    their executor rejects one of this model's attributes).
-    """
+def create_predictor(prefix: str, threads: int = 2, use_gpu: bool = False, onednn: bool = True):
+    """A paddle.inference predictor for an exported generator (oneDNN kernels on the CPU)."""
     from paddle import inference
     model_file, params_file = model_files(prefix)
     config = inference.Config(model_file, params_file)

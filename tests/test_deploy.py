@@ -98,3 +98,17 @@ def test_export_matches_dygraph_and_predict_runs(trained, tmp_path):
 def test_predict_without_export_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match='export_info.json|no exported model'):
         predict.main(['--model', str(tmp_path / 'genA2B'), '--input', str(tmp_path)])
+
+
+def test_test_phase_engines_agree(trained, tmp_path):
+    """--test_engine inference (Paddle Inference, oneDNN) writes what eager Paddle writes (to 1/255)."""
+    argv, results = trained
+    outputs = {}
+    for engine in ('dygraph', 'inference'):
+        main.main(argv + ['--phase', 'test', '--test_engine', engine])
+        test = results / 'test'
+        outputs[engine] = {name: cv2.imread(str(test / name)).astype(int)
+                           for name in ['A2B_1.png', 'B2A_3.png'] + [f'A2B/{f}' for f in os.listdir(test / 'A2B')]}
+    for name, image in outputs['dygraph'].items():
+        assert np.abs(image - outputs['inference'][name]).max() <= 1, name
+    assert not [f for f in os.listdir(results) if f.startswith('.engine-')]      # the compiled program is removed
