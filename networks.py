@@ -67,6 +67,27 @@ def _spectral_norm(layer: nn.Layer) -> nn.Layer:
     return nn.utils.spectral_norm(layer)
 
 
+class ReflectionPad2d(nn.Layer):
+    """torch's ``nn.ReflectionPad2d(p)``: mirror p rows and columns at each border, edge excluded.
+
+    Built from reversed slices and a concatenation, which gives exactly ``nn.Pad2D(p,
+    mode='reflect')`` but runs 1.1–3× faster forward and backward than Paddle's pad3d kernel on the
+    CPU (the generator pads 14 times per forward).
+    """
+
+    def __init__(self, padding: int):
+        super().__init__()
+        self.padding = padding
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        p = self.padding
+        if min(x.shape[2:]) <= p:
+            raise ValueError(f'reflection padding of {p} needs maps larger than {p} pixels, got '
+                             f'{list(x.shape[2:])}: use a larger --img_size')
+        x = paddle.concat([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
+        return paddle.concat([x[:, :, :, p:0:-1], x, x[:, :, :, -2:-p - 2:-1]], axis=3)
+
+
 def _instance_norm(num_features: int) -> nn.InstanceNorm2D:
     """torch's ``nn.InstanceNorm2d(C)``: biased variance, eps 1e-5, no affine parameters."""
     return nn.InstanceNorm2D(num_features, epsilon=1e-5, weight_attr=False, bias_attr=False)
@@ -343,8 +364,8 @@ class ResnetBlock(nn.Layer):
     def __init__(self, dim: int, use_bias: bool):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.Pad2D(1, mode='reflect'), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim), nn.ReLU(),
-            nn.Pad2D(1, mode='reflect'), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim))
+            ReflectionPad2d(1), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim), nn.ReLU(),
+            ReflectionPad2d(1), _conv(dim, dim, 3, bias=use_bias), _instance_norm(dim))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return x + self.conv_block(x)
@@ -358,11 +379,11 @@ class ResnetAdaILNBlock(nn.Layer):
 
     def __init__(self, dim: int, use_bias: bool, fast_norm: bool = True, norm: str = 'adalin'):
         super().__init__()
-        self.pad1 = nn.Pad2D(1, mode='reflect')
+        self.pad1 = ReflectionPad2d(1)
         self.conv1 = _conv(dim, dim, 3, bias=use_bias)
         self.norm1 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
         self.relu1 = nn.ReLU()
-        self.pad2 = nn.Pad2D(1, mode='reflect')
+        self.pad2 = ReflectionPad2d(1)
         self.conv2 = _conv(dim, dim, 3, bias=use_bias)
         self.norm2 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
 
@@ -403,10 +424,10 @@ class ResnetGenerator(nn.Layer):
         self.light = light
 
         n_downsampling = 2
-        down = [nn.Pad2D(3, mode='reflect'), _conv(input_nc, ngf, 7), _instance_norm(ngf), nn.ReLU()]
+        down = [ReflectionPad2d(3), _conv(input_nc, ngf, 7), _instance_norm(ngf), nn.ReLU()]
         for i in range(n_downsampling):
             mult = 2 ** i
-            down += [nn.Pad2D(1, mode='reflect'), _conv(ngf * mult, ngf * mult * 2, 3, stride=2),
+            down += [ReflectionPad2d(1), _conv(ngf * mult, ngf * mult * 2, 3, stride=2),
                      _instance_norm(ngf * mult * 2), nn.ReLU()]
         mult = 2 ** n_downsampling
         dim = ngf * mult                                   # bottleneck channels
@@ -438,10 +459,10 @@ class ResnetGenerator(nn.Layer):
         up = []
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            up += [NearestUpsample2x(), nn.Pad2D(1, mode='reflect'),
+            up += [NearestUpsample2x(), ReflectionPad2d(1),
                    _conv(ngf * mult, ngf * mult // 2, 3),
                    decoder_norm(norm, ngf * mult // 2, in_block=False, fast=fast_norm), nn.ReLU()]
-        up += [nn.Pad2D(3, mode='reflect'), _conv(ngf, output_nc, 7), nn.Tanh()]
+        up += [ReflectionPad2d(3), _conv(ngf, output_nc, 7), nn.Tanh()]
 
         self.DownBlock = nn.Sequential(*down)
         self.UpBlock2 = nn.Sequential(*up)
@@ -489,7 +510,7 @@ class Discriminator(nn.Layer):
         super().__init__()
         assert n_layers >= 3, f'Discriminator needs n_layers >= 3, got {n_layers}'
         self.use_cam = use_cam
-        model = [nn.Pad2D(1, mode='reflect'), _spectral_norm(_conv(input_nc, ndf, 4, stride=2, bias=True)),
+        model = [ReflectionPad2d(1), _spectral_norm(_conv(input_nc, ndf, 4, stride=2, bias=True)),
                  nn.LeakyReLU(0.2)]
         size, channels = img_size // 2, ndf
         attention_placed = False
@@ -502,13 +523,13 @@ class Discriminator(nn.Layer):
         maybe_attend()
         for i in range(1, n_layers - 2):
             mult = 2 ** (i - 1)
-            model += [nn.Pad2D(1, mode='reflect'),
+            model += [ReflectionPad2d(1),
                       _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=2, bias=True)),
                       nn.LeakyReLU(0.2)]
             size, channels = size // 2, ndf * mult * 2
             maybe_attend()
         mult = 2 ** (n_layers - 2 - 1)
-        model += [nn.Pad2D(1, mode='reflect'),
+        model += [ReflectionPad2d(1),
                   _spectral_norm(_conv(ndf * mult, ndf * mult * 2, 4, stride=1, bias=True)),
                   nn.LeakyReLU(0.2)]
 
@@ -520,7 +541,7 @@ class Discriminator(nn.Layer):
             self.conv1x1 = _conv(ndf * mult * 2, ndf * mult, 1, bias=True)
             self.leaky_relu = nn.LeakyReLU(0.2)
 
-        self.pad = nn.Pad2D(1, mode='reflect')
+        self.pad = ReflectionPad2d(1)
         self.conv = _spectral_norm(_conv(ndf * mult, 1, 4, bias=False))
         self.model = nn.Sequential(*model)
 
