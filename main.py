@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--test_engine', type=str, default='auto', choices=['auto', 'dygraph', 'inference'],
                    help='test/eval translations: Paddle Inference with oneDNN (inference), eager Paddle (dygraph), '
                         'or auto (inference on the CPU, dygraph on GPUs)')
+    g.add_argument('--onednn', type=str2bool, default=True,
+                   help='use oneDNN kernels on the CPU (FLAGS_use_mkldnn)')
     g.add_argument('--fast_norm', type=str2bool, default=True,
                    help='compute AdaLIN/LIN as x·A + B in 6 passes instead of the formula written out')
 

@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--light', 'True', '--img_size', '96', '--ch', '4', '--n_res', '1', '--steps', '2', '--warmup', '1',
         '--device', 'cpu', '--threads', '1']
 MEASUREMENT_FIELDS = {'what', 'impl', 'light', 'img_size', 'ch', 'n_res', 'batch_size', 'amp', 'device', 'threads',
-                      'median_s', 'min_s', 'max_s', 'images_per_s', 'peak_rss_mb', 'loadavg_start', 'loadavg_end',
-                      'other_cpu_cores', 'steps', 'warmup', 'paddle', 'source'}
+                      'median_s', 'min_s', 'max_s', 'images_per_s', 'seconds_per_image', 'peak_rss_mb',
+                      'loadavg_start', 'loadavg_end', 'other_cpu_cores', 'steps', 'warmup', 'paddle', 'source'}
 
 
 def run_bench(cwd, *argv, env=None):

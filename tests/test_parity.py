@@ -221,9 +221,11 @@ def clean_training_errors(config: str) -> dict:
     return training_errors(config)
 
 
-@pytest.mark.parametrize('config, fast_norm', [('light', True), ('full', True), ('light', False)])
-def test_training_steps_match_official(config, fast_norm):
-    errors = clean_training_errors(config) if fast_norm else training_errors(config, '--fast_norm', 'False')
+@pytest.mark.parametrize('config, speedups', [('light', 'on'), ('full', 'on'), ('light', 'off')])
+def test_training_steps_match_official(config, speedups):
+    """With the defaults, and with every speed option off (--fast_norm False --onednn False)."""
+    errors = clean_training_errors(config) if speedups == 'on' else \
+        training_errors(config, '--fast_norm', 'False', '--onednn', 'False')
     assert {'loss/D_loss', 'loss/G_loss'} <= set(errors)
     assert sum(k.startswith('update1/') for k in errors) == 6
     assert sum(k.startswith('sn3/') for k in errors) == 4
