@@ -84,8 +84,15 @@ class ReflectionPad2d(nn.Layer):
         if min(x.shape[2:]) <= p:
             raise ValueError(f'reflection padding of {p} needs maps larger than {p} pixels, got '
                              f'{list(x.shape[2:])}: use a larger --img_size')
-        x = paddle.concat([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
-        return paddle.concat([x[:, :, :, p:0:-1], x, x[:, :, :, -2:-p - 2:-1]], axis=3)
+        h, w = x.shape[2:]
+        x = paddle.concat([x[:, :, p:0:-1], x, x[:, :, h - 2:_reversed_stop(h - p - 2):-1]], axis=2)
+        return paddle.concat([x[:, :, :, p:0:-1], x, x[:, :, :, w - 2:_reversed_stop(w - p - 2):-1]], axis=3)
+
+
+def _reversed_stop(stop: int):
+    """The stop of a reversed slice that ends at index 0 inclusive: None, not -1 (which would mean
+    the last element; Paddle 2.6 also returns nothing for a negative stop before the start)."""
+    return None if stop < 0 else stop
 
 
 def _instance_norm(num_features: int) -> nn.InstanceNorm2D:

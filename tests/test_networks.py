@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from networks import (ILN, Discriminator, ResnetGenerator, RhoClipper, adaILN, min_image_size)
+from networks import (ILN, Discriminator, ReflectionPad2d, ResnetGenerator, RhoClipper, adaILN, min_image_size)
 
 
 def n_params(layer) -> int:
@@ -13,6 +13,23 @@ def n_params(layer) -> int:
 # --------------------------------------------------------------------------- #
 # Shapes
 # --------------------------------------------------------------------------- #
+@pytest.mark.parametrize('pad, h, w', [(1, 2, 2), (1, 2, 5), (3, 4, 4), (3, 7, 9)])
+def test_reflection_pad_equals_numpy_reflect(pad, h, w):
+    """Values and gradient of torch's ReflectionPad2d, down to the smallest map (pad + 1 pixels)."""
+    x = np.random.RandomState(0).randn(2, 3, h, w).astype(np.float32)
+    expected = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode='reflect')
+    t = paddle.to_tensor(x, stop_gradient=False)
+    y = ReflectionPad2d(pad)(t)
+    np.testing.assert_array_equal(y.numpy(), expected)
+    weight = np.random.RandomState(1).randn(*expected.shape).astype(np.float32)
+    (y * paddle.to_tensor(weight)).sum().backward()
+    reference = paddle.to_tensor(x, stop_gradient=False)
+    (paddle.nn.functional.pad(reference, [pad] * 4, mode='reflect') * paddle.to_tensor(weight)).sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), reference.grad.numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match='larger --img_size'):
+        ReflectionPad2d(pad)(paddle.zeros([1, 1, pad, pad + 1]))
+
+
 @pytest.mark.parametrize('light', [True, False])
 @pytest.mark.parametrize('size', [16, 32, 96])
 def test_generator_shapes(size, light):
