@@ -18,8 +18,10 @@ What is timed:
     train           UGATIT.train_step(real_A, real_B) on fixed synthetic batches: D update, G update, ρ clip.
     test            UGATIT.translate_with_cam(batch, direction, engine), generators in eval mode: the path
                     of test() / translate_folder (3 generator forwards and the 7-tile strip per image, on
-                    the engine --test_engine picks: Paddle Inference with oneDNN on the CPU), without
-                    file I/O; directions alternate A2B, B2A.
+                    the engine --test_engine picks: Paddle Inference with oneDNN on the CPU, in
+                    bfloat16 with --amp bf16), UGATIT.test_batch_size() images per call as test()
+                    batches them (--batch_size is the training batch), without file I/O; directions
+                    alternate A2B, B2A.
     inception       metrics.image_features on synthetic 256 px uint8 images (resize, FID Inception-v3),
                     --inception_batch images per call; skipped if the fid-helper weights are missing.
     official train  one iteration of the official UGATIT.train loop, as recorded for the parity tests
@@ -371,8 +373,9 @@ def measure_our_test(spec: dict) -> dict:
     gan = build_ours(spec)
     gan.set_mode(False, ('genA2B', 'genB2A'))
     c = spec['config']
-    batches = {'A2B': paddle.to_tensor(synthetic_images(c['batch_size'], 3, c['img_size'], seed=1)),
-               'B2A': paddle.to_tensor(synthetic_images(c['batch_size'], 3, c['img_size'], seed=2))}
+    batch = gan.test_batch_size()           # images per forward in test(), whatever --batch_size says
+    batches = {'A2B': paddle.to_tensor(synthetic_images(batch, 3, c['img_size'], seed=1)),
+               'B2A': paddle.to_tensor(synthetic_images(batch, 3, c['img_size'], seed=2))}
     directions = itertools.cycle(('A2B', 'B2A'))
     with contextlib.ExitStack() as stack:     # the engine test() uses (--test_engine auto: Paddle Inference on CPU)
         engines = {d: stack.enter_context(gan._test_engine(d)) for d in ('A2B', 'B2A')}
@@ -381,8 +384,9 @@ def measure_our_test(spec: dict) -> dict:
             direction = next(directions)
             gan.translate_with_cam(batches[direction], direction, engines[direction])
         times, meter = time_calls(translate, spec['warmup'], spec['steps'], paddle_sync(spec['device']))
-    return {**timing_fields(times, c['batch_size'], meter), **paddle_versions(spec['device']),
-            'baseline_rss_mb': baseline, 'test_engine': 'inference' if engines['A2B'] else 'dygraph'}
+    return {**timing_fields(times, batch, meter), **paddle_versions(spec['device']),
+            'baseline_rss_mb': baseline, 'test_engine': 'inference' if engines['A2B'] else 'dygraph',
+            'test_batch': batch}
 
 
 def measure_inception(spec: dict) -> dict:

@@ -21,8 +21,17 @@ from export import model_files
 from utils import str2bool
 
 
-def create_predictor(prefix: str, threads: int = 2, use_gpu: bool = False, onednn: bool = True):
-    """A paddle.inference predictor for an exported generator (oneDNN kernels on the CPU)."""
+def cpu_threads() -> int:
+    """``OMP_NUM_THREADS`` when set, else every core this process may use (torch's default too)."""
+    value = os.environ.get('OMP_NUM_THREADS', '')
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
+def create_predictor(prefix: str, threads: int | None = None, use_gpu: bool = False, onednn: bool = True,
+                     bf16: bool = False):
+    """A paddle.inference predictor for an exported generator: oneDNN kernels on the CPU with
+    ``threads`` (default ``cpu_threads()``), and with ``bf16`` convolutions in bfloat16 (AMX/AVX-512
+    CPUs; not the float32 numbers, close to them)."""
     from paddle import inference
     model_file, params_file = model_files(prefix)
     config = inference.Config(model_file, params_file)
@@ -30,9 +39,11 @@ def create_predictor(prefix: str, threads: int = 2, use_gpu: bool = False, onedn
         config.enable_use_gpu(256, 0)
     else:
         config.disable_gpu()
-        config.set_cpu_math_library_num_threads(threads)
+        config.set_cpu_math_library_num_threads(threads or cpu_threads())
         if onednn:
             config.enable_mkldnn()
+            if bf16:
+                config.enable_mkldnn_bfloat16()
         else:
             config.disable_mkldnn()
     config.disable_glog_info()
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument('--input', required=True, help='an image or a folder of images')
     p.add_argument('--output', default='predictions', help='output folder')
     p.add_argument('--keep_size', type=str2bool, default=False, help='resize the result back to the input size')
-    p.add_argument('--threads', type=int, default=2, help='CPU threads')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads (default: OMP_NUM_THREADS, else every core)')
     p.add_argument('--use_gpu', type=str2bool, default=False, help='run on GPU 0')
     args = p.parse_args(argv)
     try:

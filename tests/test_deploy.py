@@ -112,3 +112,55 @@ def test_test_phase_engines_agree(trained, tmp_path):
     for name, image in outputs['dygraph'].items():
         assert np.abs(image - outputs['inference'][name]).max() <= 1, name
     assert not [f for f in os.listdir(results) if f.startswith('.engine-')]      # the compiled program is removed
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+
+@pytest.fixture(scope='module')
+def generators():
+    from networks import ResnetGenerator
+    paddle.seed(3)
+    pair = [ResnetGenerator(3, 3, ngf=8, n_blocks=2, img_size=32, light=True) for _ in range(2)]
+    for g in pair:
+        g.eval()
+    return pair
+
+
+def test_strip_engine_batches_and_bf16(generators, tmp_path):
+    """A batch of 8 gives each image's batch-1 result; bfloat16 stays within bfloat16 rounding."""
+    from export import strip_engine
+    real = np.random.RandomState(0).uniform(-1, 1, (8, 3, 32, 32)).astype(np.float32)
+    fp32 = strip_engine(*generators, 3, 32, str(tmp_path / 'fp32'))
+    batched = fp32(real)
+    for i in (0, 5):
+        for whole, alone in zip(batched, fp32(real[i:i + 1])):
+            np.testing.assert_allclose(whole[i:i + 1], alone, rtol=1e-4, atol=1e-5)
+    with paddle.no_grad():
+        eager = generators[0](paddle.to_tensor(real))[0].numpy()
+    np.testing.assert_allclose(batched[0], eager, atol=1e-5)
+    bf16 = strip_engine(*generators, 3, 32, str(tmp_path / 'bf16'), bf16=True)(real)
+    error = np.abs(bf16[0] - batched[0])            # translations in [-1, 1]
+    assert error.max() < 0.1 and error.mean() < 0.01, (error.max(), error.mean())
+    if cpu_has_bf16():
+        assert error.max() > 0                      # it did run in bfloat16
+
+
+def test_test_batch_size_rule(tmp_path):
+    from conftest import tiny_args
+    from UGATIT import UGATIT
+    assert UGATIT(tiny_args(tmp_path)).test_batch_size() == 8                                # 96 px, ch 4
+    assert UGATIT(tiny_args(tmp_path, '--img_size', '256', '--ch', '64')).test_batch_size() == 1
+
+
+def test_cpu_threads(monkeypatch):
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert predict.cpu_threads() == 3
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    assert predict.cpu_threads() == len(os.sched_getaffinity(0))
