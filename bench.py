@@ -28,8 +28,9 @@ What is timed:
                     (tests/fixtures/make_parity_fixtures.py: D update on non-detached fakes, G update
                     recomputing them, ρ clipping) on the same fixed batches.
     official test   the body of the official test() loop at batch 1: genA2B, genB2A(fake), genB2A(real)
-                    and its strip, in eval mode, under torch.no_grad() as ours (the official test() has
-                    no no_grad and builds autograd graphs it never uses).
+                    and its strip, in eval mode. --official_test as_written (default) keeps autograd on
+                    as the official test() does (it has no torch.no_grad and records graphs it never
+                    uses); no_grad times it under torch.no_grad(), the best the official loop could do.
 The official code runs in its own processes with torch.set_num_threads(--threads); ours with
 OMP_NUM_THREADS=--threads (Paddle sets 1 when the variable is unset: its CPU default is 1 thread).
 With --nproc, --threads is per process.
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--reference', type=str, default=None, metavar='DIR',
                    help=f'a copy of the official code ({OFFICIAL_URL} at b8c4251): also time its training '
                         'step and test loop, alternating with ours (needs PyTorch)')
+    g.add_argument('--official_test', type=str, default='as_written', choices=['as_written', 'no_grad'],
+                   help='the official test loop as written (autograd on) or under torch.no_grad()')
     g.add_argument('--nproc', type=comma_list(int), default=None,
                    help='time the training step under paddle.distributed.launch with each number of processes')
 
@@ -493,13 +496,14 @@ def measure_official_test(spec: dict) -> dict:
         direction = next(directions)
         forward, backward = (gan.genA2B, gan.genB2A) if direction == 'A2B' else (gan.genB2A, gan.genA2B)
         real = reals[direction]
-        with torch.no_grad():
+        with torch.set_grad_enabled(spec.get('official_test') != 'no_grad'):
             fake, _, fake_heatmap = forward(real)
             cycle, _, cycle_heatmap = backward(fake)
             identity, _, identity_heatmap = backward(real)
         official_strip(official, size, real, identity, identity_heatmap, fake, fake_heatmap, cycle, cycle_heatmap)
     times, meter = time_calls(translate, spec['warmup'], spec['steps'], torch_sync(torch, device))
-    return {**timing_fields(times, 1, meter), **torch_versions(torch, device), 'baseline_rss_mb': baseline}
+    return {**timing_fields(times, 1, meter), **torch_versions(torch, device), 'baseline_rss_mb': baseline,
+            'official_test': spec.get('official_test', 'as_written')}
 
 
 MEASUREMENTS = {
@@ -772,7 +776,8 @@ class Bench:
     def spec(self, what: str, impl: str, config: dict) -> dict:
         return {'what': what, 'impl': impl, 'config': config, 'device': self.device, 'threads': self.args.threads,
                 'steps': self.args.steps, 'warmup': self.args.warmup, 'pass_amp': self.amp_known,
-                'reference': self.reference and self.reference['dir'], 'inception_batch': self.args.inception_batch}
+                'reference': self.reference and self.reference['dir'], 'inception_batch': self.args.inception_batch,
+                'official_test': self.args.official_test}
 
     def record(self, what: str, impl: str, fields: dict, result: dict, **extra) -> dict:
         record = {'what': what, 'impl': impl, **fields, **extra, **self.context, 'steps': self.args.steps,

@@ -108,6 +108,12 @@ def _spatial_mean(x: paddle.Tensor) -> paddle.Tensor:
     return F.adaptive_avg_pool2d(x, 1)
 
 
+def _channel_mean(x: paddle.Tensor) -> paddle.Tensor:
+    """Mean over the channels of a [B, C, 1, 1] tensor, as a sum scaled by 1/C (Paddle Inference's
+    oneDNN pass prints a debug line for every reduce_mean it meets; reduce_sum passes quietly)."""
+    return x.sum(axis=1, keepdim=True) * (1.0 / x.shape[1])
+
+
 def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
                         gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
     """γ·(ρ·â_I + (1−ρ)·â_L) + β, the AdaLIN/LIN formula, computed as x·A + B in few passes.
@@ -134,8 +140,8 @@ def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
     mu_c = _spatial_mean(x)                                     # [B, C, 1, 1]
     d = x - mu_c
     var_c = _spatial_mean(d * d)                                # biased, per channel
-    mu_l = mu_c.mean(axis=1, keepdim=True)                      # [B, 1, 1, 1]
-    var_l = (var_c + (mu_c - mu_l) ** 2).mean(axis=1, keepdim=True)
+    mu_l = _channel_mean(mu_c)                                  # [B, 1, 1, 1]
+    var_l = _channel_mean(var_c + (mu_c - mu_l) ** 2)
     k_in = paddle.rsqrt(var_c * (m / (m - 1)) + eps)
     k_ln = paddle.rsqrt(var_l * (n / (n - 1)) + eps)
     scale = gamma * (rho * k_in + (1 - rho) * k_ln)
