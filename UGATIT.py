@@ -227,6 +227,10 @@ class UGATIT:
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's).
         adam = dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
                     weight_decay=self.weight_decay or None)
+        # every discriminator's spectral-norm u and v: restored when a non-finite D loss skips a step
+        self.sn_vectors = [b for name in ('disGA', 'disGB', 'disLA', 'disLB')
+                           for key, b in _unwrap(getattr(self, name)).named_buffers()
+                           if key.endswith(('weight_u', 'weight_v'))]
         self.G_params = self._params('genA2B', 'genB2A')
         self.D_params = self._params('disGA', 'disGB', 'disLA', 'disLB')
         self.G_optim = paddle.optimizer.Adam(parameters=self.G_params, **adam)
@@ -310,7 +314,7 @@ class UGATIT:
 
         # Update D
         self.D_optim.clear_grad()
-        power_iteration_state = self._spectral_norm_vectors()
+        power_iteration_state = [(vector, vector.clone()) for vector in self.sn_vectors]
         with self._autocast():
             d_losses = self._d_losses(real_A, real_B, fake_A2B.detach(), fake_B2A.detach())
         self._backward(d_losses['D_loss'], self.D_scaler)
@@ -320,7 +324,7 @@ class UGATIT:
             self.D_optim.clear_grad()
             for vector, saved in power_iteration_state:
                 vector.set_value(saved)
-            return self._skipped({**d_losses, **{k: math.nan for k in self._g_loss_names()}})
+            return {**self._skipped(d_losses), 'G_loss': math.nan}
         self._step(self.D_optim, self.D_scaler)
 
         # Update G. D is only evaluated here: its parameters are frozen so that this backward
@@ -342,15 +346,9 @@ class UGATIT:
         self.genB2A.apply(self.Rho_clipper)
         return self._as_floats({**d_losses, **g_losses})
 
-    def _spectral_norm_vectors(self) -> list:
-        """(buffer, copy) of every discriminator's spectral-norm u and v."""
-        return [(b, b.clone()) for name in ('disGA', 'disGB', 'disLA', 'disLB')
-                for key, b in _unwrap(getattr(self, name)).named_buffers() if key.endswith(('weight_u', 'weight_v'))]
-
     def _as_floats(self, losses: dict) -> dict[str, float]:
         """Loss tensors → floats, averaged over ranks (= the loss of the global batch)."""
-        values = paddle.stack([v.reshape([]).astype('float32') if isinstance(v, paddle.Tensor)
-                               else paddle.to_tensor(v, 'float32') for v in losses.values()])
+        values = paddle.stack([v.reshape([]).astype('float32') for v in losses.values()])
         if self.world_size > 1:
             paddle.distributed.all_reduce(values)
             values = values / self.world_size
@@ -379,8 +377,10 @@ class UGATIT:
 
         With fp16 the GradScaler handles overflowing gradients itself (it skips that step and
         lowers the scale, as loss scaling intends); only a non-finite loss counts as a fault.
+        Paddle disables the scaler off GPUs/XPUs, and then the gradients are checked here too.
         """
-        checked = [loss] if scaler is not None else [loss] + [p.grad for p in params if p.grad is not None]
+        scaler_checks_grads = scaler is not None and scaler.is_enable()
+        checked = [loss] if scaler_checks_grads else [loss] + [p.grad for p in params if p.grad is not None]
         return not self.any_rank(not ckpt.all_finite(checked))
 
     @staticmethod
@@ -410,11 +410,6 @@ class UGATIT:
         finally:
             for p in params:
                 p.stop_gradient = False
-
-    def _g_loss_names(self) -> list[str]:
-        names = [f'G_ad{k}_loss_{s}{d}' for d in 'AB' for s in 'GL' for k in ('', '_cam') if k == '' or self.cam_d]
-        names += [f'G_{t}_loss_{d}' for d in 'AB' for t in ('recon', 'identity', 'cam') if t != 'cam' or self.cam_g]
-        return names + ['G_loss_A', 'G_loss_B', 'G_loss']
 
     def _d_losses(self, real_A, real_B, fake_A2B, fake_B2A) -> dict:
         losses = {}
@@ -524,14 +519,16 @@ class UGATIT:
                 self.G_optim.set_lr(lr)
                 self.D_optim.set_lr(lr)
                 real_A, real_B = next(iter_A)[0], next(iter_B)[0]
+                skipped_before = self.nonfinite_steps
                 losses = self.train_step(real_A, real_B)
+                skipped = self.nonfinite_steps > skipped_before
                 self.start_step = step
-                monitor.step(losses)
-                nan_run = 0 if math.isfinite(losses['D_loss'] + losses['G_loss']) else nan_run + 1
-                if nan_run:
+                monitor.step(losses, skipped)
+                nan_run = nan_run + 1 if skipped else 0
+                if skipped:
                     self._nonfinite(step, losses, nan_run)
                 if step % log_every == 0 or step == self.iteration:
-                    monitor.report(step, {'G': lr, 'D': lr}, self.rho_values())
+                    monitor.report(step, lr, self.rho_values() if self.rank == 0 else {})
                 if step % self.print_freq == 0:
                     for direction, image in self.save_grids(step, grid).items():
                         monitor.image(f'grid/{direction}', image, step)
@@ -547,12 +544,13 @@ class UGATIT:
         log.info('training finished at step %d: checkpoints in %s', self.iteration, self.model_dir)
 
     def _nonfinite(self, step: int, losses: dict, nan_run: int) -> None:
-        log.warning('step %d: non-finite loss (d_loss %s, g_loss %s): update skipped (%d in a row, %d this run)',
+        log.warning('step %d: non-finite loss or gradient (d_loss %s, g_loss %s): update skipped '
+                    '(%d in a row, %d this run)',
                     step, losses['D_loss'], losses['G_loss'], nan_run, self.nonfinite_steps)
         if nan_run >= self.max_nan_steps:
             last = self.newest_checkpoint()
             raise TrainingDiverged(
-                f'{nan_run} consecutive steps with non-finite losses (steps {step - nan_run + 1}-{step}): '
+                f'{nan_run} consecutive steps with non-finite losses or gradients (steps {step - nan_run + 1}-{step}): '
                 f'training stopped; the last good checkpoint is {last or "none (none was written)"}: '
                 f'lower --lr or check the data, then --resume True')
 

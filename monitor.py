@@ -4,7 +4,7 @@ On a terminal, a tqdm bar with it/s and ETA (log lines are printed above it); el
 background jobs, CI logs) one plain log line every ``log_every`` steps. VisualDL
 (``<result_dir>/<dataset>/vdl``, view with ``visualdl --logdir results/<dataset>/vdl``) receives, at
 the step they belong to: every loss term averaged over the interval (``loss/<term>``), the learning
-rates (``lr/G``, ``lr/D``), throughput (``speed/it_per_s``), the mean, min and max of ρ of every
+rate (``lr``, shared by both optimizers), throughput (``speed/it_per_s``), the mean, min and max of ρ of every
 AdaLIN/LIN layer (``rho/<network>.<layer>/{mean,min,max}``), and the sample grids with their CAM
 heatmaps (``grid/A2B``, ``grid/B2A``). Only rank 0 of a distributed run writes anything.
 """
@@ -47,17 +47,17 @@ class Monitor:
             from tqdm.contrib.logging import logging_redirect_tqdm
             self._redirect.enter_context(logging_redirect_tqdm(loggers=[log]))
 
-    def step(self, losses: dict[str, float]) -> None:
-        """Record one step (skipped steps, with non-finite losses, are counted but not averaged)."""
+    def step(self, losses: dict[str, float], skipped: bool = False) -> None:
+        """Record one step (skipped steps, with no update, are counted but not averaged)."""
         self.steps += 1
-        if all(math.isfinite(v) for v in (losses['D_loss'], losses['G_loss'])):
+        if not skipped:
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v
             self.count += 1
         if self.bar is not None:
             self.bar.update(1)
 
-    def report(self, step: int, lrs: dict[str, float], rho: dict[str, np.ndarray]) -> None:
+    def report(self, step: int, lr: float, rho: dict[str, np.ndarray]) -> None:
         """The interval's console line and VisualDL scalars; then a new interval starts."""
         now = time.time()
         speed = self.steps / max(now - self.interval_start, 1e-9)
@@ -68,12 +68,11 @@ class Monitor:
                 self.bar.set_postfix(d_loss=f'{d_loss:.3f}', g_loss=f'{g_loss:.3f}', refresh=False)
             else:
                 log.info('[%7d/%7d] time %.1fs  %.2f it/s  d_loss %.4f  g_loss %.4f  lr %.2e',
-                         step, self.total, now - self.start, speed, d_loss, g_loss, lrs['G'])
+                         step, self.total, now - self.start, speed, d_loss, g_loss, lr)
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f'loss/{k}', v, step)
-            for k, v in lrs.items():
-                self.writer.add_scalar(f'lr/{k}', v, step)
+            self.writer.add_scalar('lr', lr, step)
             self.writer.add_scalar('speed/it_per_s', speed, step)
             for layer, values in rho.items():
                 for stat in ('mean', 'min', 'max'):

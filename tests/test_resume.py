@@ -260,7 +260,7 @@ def test_consecutive_nonfinite_steps_stop_training_keeping_last_good(tmp_path, t
     with pytest.raises(SystemExit) as e:
         cli(tmp_path, tiny_data, '--iteration', '20', '--latest_freq', '1', '--save_freq', '2', '--max_nan_steps', '3')
     message = str(e.value.code)
-    assert '3 consecutive steps with non-finite losses (steps 3-5)' in message
+    assert '3 consecutive steps with non-finite losses or gradients (steps 3-5)' in message
     model = tmp_path / 'results' / 'tiny' / 'model'
     assert str(model / 'tiny_params_0000004.pdparams') in message          # the newest, equal to latest
     # The checkpoints written during the streak hold the last good weights, untouched by the skipped steps.
@@ -270,6 +270,19 @@ def test_consecutive_nonfinite_steps_stop_training_keeping_last_good(tmp_path, t
     for net in ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB'):
         for k, v in good[net].items():
             np.testing.assert_array_equal(latest[net][k].numpy(), v.numpy(), err_msg=f'{net}.{k}')
+
+
+def test_nonfinite_g_gradient_with_finite_losses_counts_as_skipped(tmp_path, tiny_data, monkeypatch):
+    """A NaN gradient behind finite losses skips the update, and these skips stop training too."""
+    original = UGATIT.build_model
+
+    def poisoned(self):
+        original(self)
+        self.genA2B.gamma.weight.register_hook(lambda grad: grad * math.nan)
+    monkeypatch.setattr(UGATIT, 'build_model', poisoned)
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '20', '--max_nan_steps', '2')
+    assert '2 consecutive steps with non-finite losses or gradients (steps 1-2)' in str(e.value.code)
 
 
 def test_nonfinite_parameters_are_never_saved(tmp_path, caplog):
