@@ -42,10 +42,10 @@ def test_two_processes_of_batch_1_equal_one_process_of_batch_2(tmp_path, tiny_da
     single = np.load(tmp_path / 'one_out' / 'rank0.npz')
     assert set(rank0.files) == set(single.files) and len(single.files) > 100
     assert any(k.endswith('weight_u') for k in single.files) and any(k.endswith('rho') for k in single.files)
-    worst = max(single.files, key=lambda k: np.abs(rank0[k] - single[k]).max())
     for k in single.files:
         np.testing.assert_array_equal(rank0[k], rank1[k], err_msg=f'ranks differ: {k}')
-    assert np.abs(rank0[worst] - single[worst]).max() <= 1e-5, (worst, np.abs(rank0[worst] - single[worst]).max())
+        assert np.isfinite(rank0[k]).all(), k
+        np.testing.assert_allclose(rank0[k], single[k], rtol=0, atol=1e-5, err_msg=f'2x1 vs 1x2: {k}')
     rho = np.concatenate([single[k].ravel() for k in single.files if k.endswith('rho')])
     assert rho.min() == 0.0 and rho.max() == 1.0                 # the clipper acted on -0.2 and 1.2
     # Only rank 0 wrote checkpoints and grids, in its own result folder.

@@ -3,6 +3,7 @@ import errno
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -84,26 +85,42 @@ def test_resume_continues_at_the_next_step(tmp_path, tiny_data, caplog):
 # --------------------------------------------------------------------------- #
 # Signals: real processes
 # --------------------------------------------------------------------------- #
-def start_training(tmp_path, data_root, *extra):
-    argv = [sys.executable, os.path.join(ROOT, 'main.py')] + TINY + [
-        '--dataset', 'tiny', '--data_root', str(data_root), '--result_dir', str(tmp_path / 'results'),
-        '--iteration', '100000', '--print_freq', '10', '--latest_freq', '100000', '--save_freq', '100000'] + list(extra)
-    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@pytest.fixture
+def training(tmp_path, tiny_data):
+    """Starts a 100,000-step tiny training process; whatever happens, it is killed at teardown."""
+    procs = []
+
+    def start(*extra):
+        argv = [sys.executable, os.path.join(ROOT, 'main.py')] + TINY + [
+            '--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results'),
+            '--iteration', '100000', '--print_freq', '10', '--latest_freq', '100000', '--save_freq', '100000',
+            *extra]
+        procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return procs[-1]
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def wait_for_line(proc, needle, limit=300):
-    lines, deadline = [], time.time() + limit
-    for line in proc.stdout:
-        lines.append(line)
-        if needle in line or time.time() > deadline:
+def wait_for_output(proc, needle: str, limit: float = 300) -> str:
+    """The process's output until ``needle`` appears, it exits, or ``limit`` seconds pass
+    (reads without blocking past the deadline, so a silent hang cannot hang the test)."""
+    text, deadline, fd = '', time.time() + limit, proc.stdout.fileno()
+    while needle not in text:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
+        chunk = os.read(fd, 65536) if ready else b''
+        if not chunk:
             break
-    return lines
+        text += chunk.decode(errors='replace')
+    return text
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_and_exits_zero(tmp_path, tiny_data, signum):
-    proc = start_training(tmp_path, tiny_data, '--num_workers', '1')
-    assert any('[      2/' in l for l in wait_for_line(proc, '[      2/')), 'training did not start'
+def test_signal_saves_and_exits_zero(tmp_path, training, signum):
+    proc = training('--num_workers', '1')
+    assert '[      2/' in wait_for_output(proc, '[      2/'), 'training did not start'
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
