@@ -40,6 +40,21 @@ NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 ARCH_ARGS = ('light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch', 'norm', 'cam_g', 'cam_d', 'self_attn')
 
 
+def build_network(name: str, arch: dict, fast_norm: bool = True) -> paddle.nn.Layer:
+    """One of the six ``NETWORKS`` for an architecture (a dict of ``ARCH_ARGS``).
+
+    The official code hard-codes n_layers 7 (global D) and 5 (local D) and ignores --n_dis; they
+    equal n_dis + 1 and n_dis − 1 for its default n_dis = 6, the TF code's meaning.
+    """
+    if name.startswith('gen'):
+        return ResnetGenerator(arch['img_ch'], arch['img_ch'], ngf=arch['ch'], n_blocks=arch['n_res'],
+                               img_size=arch['img_size'], light=arch['light'], fast_norm=fast_norm,
+                               norm=arch['norm'], use_cam=arch['cam_g'], self_attn='g' in arch['self_attn'])
+    n_layers = arch['n_dis'] + 1 if name.startswith('disG') else arch['n_dis'] - 1
+    return Discriminator(arch['img_ch'], arch['ch'], n_layers=n_layers, use_cam=arch['cam_d'],
+                         self_attn='d' in arch['self_attn'], img_size=arch['img_size'])
+
+
 def variant_name(norm: str, cam_g: bool, cam_d: bool, self_attn: str) -> str:
     """The row of the paper's Table 1 (ablation) a configuration reproduces: 'U-GAT-IT', 'w/ IN',
     'w/ LN', 'w/ AdaIN', 'w/ GN', 'w/o CAM', 'w/o G_CAM', 'w/o D_CAM'; other combinations and
@@ -211,18 +226,8 @@ class UGATIT:
     def build_model(self) -> None:
         """Build the six networks, both optimisers and the ρ clipper (no data needed)."""
         paddle.seed(self.seed)
-        gen = dict(input_nc=self.img_ch, output_nc=self.img_ch, ngf=self.ch, n_blocks=self.n_res,
-                   img_size=self.img_size, light=self.light, fast_norm=self.args.fast_norm,
-                   norm=self.args.norm, use_cam=self.cam_g, self_attn='g' in self.args.self_attn)
-        self.genA2B = ResnetGenerator(**gen)
-        self.genB2A = ResnetGenerator(**gen)
-        # The official code hard-codes n_layers 7 (global) and 5 (local) and ignores --n_dis;
-        # they equal n_dis + 1 and n_dis − 1 for its default n_dis = 6, the TF code's meaning.
-        dis = dict(use_cam=self.cam_d, self_attn='d' in self.args.self_attn, img_size=self.img_size)
-        self.disGA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1, **dis)
-        self.disGB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis + 1, **dis)
-        self.disLA = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1, **dis)
-        self.disLB = Discriminator(self.img_ch, self.ch, n_layers=self.n_dis - 1, **dis)
+        for name in NETWORKS:                      # in the official order (the same random init)
+            setattr(self, name, build_network(name, self.arch(), self.args.fast_norm))
 
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's).
         adam = dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,

@@ -10,9 +10,9 @@ where ``--phase test`` and ``--resume True`` look (``<result_dir>/<dataset>/mode
 The checkpoint holds the six networks, the step and the architecture, and no optimizer state:
 ``--resume`` continues from it with fresh Adam moments, as the official resume does.
 
-Reading a ``.pt`` needs torch (any CPU build, only for this conversion); a ``.npz`` holding
-the same arrays under ``<network>/<name>`` keys needs only numpy (see ``TORCH_MISSING`` for
-the one-liner that writes one).
+A ``.pt`` is read without torch (``metrics.read_torch_file``: zip or legacy torch.save
+format, tensors only, no code executed); a ``.npz`` holding the same arrays under
+``<network>/<name>`` keys is accepted too.
 
 Names: the sub-layer names of networks.py are the official ones, so every state-dict key maps
 to itself. Layouts: Paddle stores a Linear weight [in, out], torch [out, in]: every Linear
@@ -28,14 +28,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
 import re
+import zipfile
 from typing import Mapping
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
-from UGATIT import ARCH_ARGS, NETWORKS
+from metrics import read_torch_file
+from UGATIT import ARCH_ARGS, NETWORKS, build_network
 
 DEFAULT_LIGHT_IMG_SIZE = 256   # the light model's shapes do not depend on the image size
 
@@ -44,21 +47,8 @@ _PARAMETRIZATION_NAMES = (('.parametrizations.weight.original', '.weight_orig'),
                           ('.parametrizations.weight.0._u', '.weight_u'),
                           ('.parametrizations.weight.0._v', '.weight_v'))
 
-TORCH_MISSING = """reading {path} needs PyTorch: the official checkpoints are torch.save files.
-Install the CPU build (only needed for this conversion):
-    pip install torch --index-url https://download.pytorch.org/whl/cpu
-or, on a machine that has torch, export the arrays to .npz and convert that:
-    python -c "import sys, torch, numpy as np; s = torch.load(sys.argv[1], map_location='cpu'); \
-np.savez(sys.argv[2], **{{n + '/' + k: v.numpy() for n, d in s.items() for k, v in d.items()}})" {path} weights.npz
-    python convert.py --src weights.npz --step N --dst ..."""
-
-
 class ConversionError(ValueError):
     """Official weights that do not fit our networks, with every offending entry listed."""
-
-
-class TorchMissing(ImportError):
-    """A .pt file to read and no torch to read it with (the message says what to install)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -138,7 +128,7 @@ def load_converted(layer: nn.Layer, converted: Mapping[str, np.ndarray], name: s
 # Reading official checkpoints
 # --------------------------------------------------------------------------- #
 def read_official(path: str) -> dict:
-    """{network: {name: array}} from an official ``.pt`` (needs torch) or a ``.npz``."""
+    """{network: {name: array}} from an official ``.pt`` (read without torch) or a ``.npz``."""
     if path.endswith('.npz'):
         with np.load(path, allow_pickle=False) as data:
             nets = {}
@@ -148,7 +138,13 @@ def read_official(path: str) -> dict:
                     net, _, param = key.partition('.')
                 nets.setdefault(net, {})[param] = data[key]
     else:
-        nets = _read_torch(path)
+        try:
+            state = read_torch_file(path)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise ConversionError(f'{path} is not a readable torch checkpoint: {e}') from None
+        if not isinstance(state, Mapping):
+            raise ConversionError(f'{path} holds a {type(state).__name__}, not a dict of state dicts')
+        nets = {net: dict(sd) if isinstance(sd, Mapping) else sd for net, sd in state.items()}
     unknown = sorted(set(nets) - set(NETWORKS))
     absent = [n for n in NETWORKS if n not in nets]
     if unknown or absent:
@@ -156,21 +152,6 @@ def read_official(path: str) -> dict:
                               + '; '.join(s for s in (f'missing networks {absent}' if absent else '',
                                                       f'unknown entries {unknown}' if unknown else '') if s))
     return nets
-
-
-def _read_torch(path: str) -> dict:
-    try:
-        import torch
-    except ImportError:
-        raise TorchMissing(TORCH_MISSING.format(path=path)) from None
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except TypeError:                                # torch < 1.13 has no weights_only
-        state = torch.load(path, map_location='cpu')
-    if not isinstance(state, Mapping):
-        raise ConversionError(f'{path} holds a {type(state).__name__}, not a dict of state dicts')
-    return {net: ({k: v.detach().cpu().numpy() for k, v in sd.items()} if isinstance(sd, Mapping) else sd)
-            for net, sd in state.items()}
 
 
 # --------------------------------------------------------------------------- #
@@ -213,16 +194,6 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
                               f'{n_dis + 1}: this port builds them with n_dis − 1 and n_dis + 1 (official: 5, 7)')
     return dict(light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch,
                 norm='adalin', cam_g=True, cam_d=True, self_attn='none')     # the official model
-
-
-def build_network(name: str, arch: dict) -> nn.Layer:
-    """One of our six networks, as ``UGATIT.build_model`` builds it for ``arch``."""
-    from networks import Discriminator, ResnetGenerator
-    if name.startswith('gen'):
-        return ResnetGenerator(arch['img_ch'], arch['img_ch'], ngf=arch['ch'], n_blocks=arch['n_res'],
-                               img_size=arch['img_size'], light=arch['light'])
-    n_layers = arch['n_dis'] + 1 if name.startswith('disG') else arch['n_dis'] - 1
-    return Discriminator(arch['img_ch'], arch['ch'], n_layers=n_layers)
 
 
 # --------------------------------------------------------------------------- #
@@ -289,7 +260,7 @@ def main(argv: list[str] | None = None) -> str:
     paddle.set_device('cpu')
     try:
         dst, arch = convert_checkpoint(args.src, args.dst, args.step, args.img_size, args.dataset)
-    except (ConversionError, TorchMissing) as e:
+    except ConversionError as e:
         raise SystemExit(f'error: {e}') from None
     match = re.fullmatch(r'(.+)_params_(\d+)\.pdparams', os.path.basename(dst))
     print(f'wrote {dst}: ' + ', '.join(f'{k} {arch[k]}' for k in ARCH_ARGS))

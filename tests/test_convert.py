@@ -4,6 +4,7 @@ The official weights are the initial state dicts recorded in tests/fixtures/pari
 (official names and torch layouts, see make_parity_fixtures.py); no torch needed.
 """
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ import main
 from conftest import TINY
 from convert import ConversionError, convert_state_dict, infer_arch, load_converted
 from networks import Discriminator, ResnetGenerator
-from test_parity import OUTPUTS, fixture, group, rel_error, to_input
+from test_parity import FIXTURES, OUTPUTS, fixture, group, rel_error, to_input
 from UGATIT import NETWORKS, UGATIT
 
 
@@ -131,9 +132,15 @@ def test_infer_arch_rejects_unpaired_discriminator_depths():
 # --------------------------------------------------------------------------- #
 # Whole checkpoints and the command line
 # --------------------------------------------------------------------------- #
-def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_data, caplog, capsys):
-    """One command; the result loads with fresh Adam state, tests, resumes and computes as official."""
-    src = write_npz(tmp_path / 'tiny_params_0000042.npz', official('light'))
+def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_data, caplog, capsys, monkeypatch):
+    """One command, no torch; the result loads with fresh Adam state, tests, resumes and computes as official.
+
+    The source is a real torch.save file of the official state dicts (tests/fixtures/official_light_init.pt,
+    written by make_parity_fixtures.py).
+    """
+    monkeypatch.setitem(sys.modules, 'torch', None)                        # `import torch` would fail
+    src = str(tmp_path / 'tiny_params_0000042.pt')
+    shutil.copy(os.path.join(FIXTURES, 'official_light_init.pt'), src)
     model_dir = tmp_path / 'results' / 'tiny' / 'model'
     path = convert.main(['--src', src, '--dst', str(model_dir), '--img_size', '96'])
     assert path == str(model_dir / 'tiny_params_0000042.pdparams')
@@ -188,11 +195,20 @@ def test_incomplete_checkpoint_is_an_error(tmp_path):
     assert not (tmp_path / 'x.pdparams').exists()
 
 
-def test_pt_without_torch_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, 'torch', None)                        # `import torch` fails
+def test_official_pt_reads_as_the_recorded_arrays():
+    nets = convert.read_official(os.path.join(FIXTURES, 'official_light_init.pt'))
+    expected = official('light')
+    assert set(nets) == set(expected)
+    for net, state in expected.items():
+        assert set(nets[net]) == set(state), net
+        for k, v in state.items():
+            np.testing.assert_array_equal(nets[net][k], v, err_msg=f'{net}.{k}')
+
+
+def test_unreadable_pt_is_a_one_line_error(tmp_path):
     src = tmp_path / 'selfie2anime_params_0100000.pt'
-    src.write_bytes(b'not read')
+    src.write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit) as e:
         convert.main(['--src', str(src), '--dst', str(tmp_path / 'out.pdparams')])
     message = str(e.value)
-    assert 'needs PyTorch' in message and 'pip install torch' in message and '.npz' in message
+    assert message.startswith('error: ') and 'not a readable torch checkpoint' in message and '\n' not in message
