@@ -26,9 +26,8 @@ import paddle.nn.functional as F
 
 import checkpoint as ckpt
 from checkpoint import CheckpointError, checkpoint_name
-from dataset import (DatasetError, ImageFolder, TrainSampler, UnreadableImage, check_dataset, infer_transform,
-                     inference_inputs, load_image, make_loader, restore_size, test_transform, to_uint8_image,
-                     write_rgb)
+from dataset import (ImageFolder, TrainSampler, check_dataset, inference_inputs,
+                     make_loader, test_transform, translate_files)
 from monitor import Monitor, progress_bar
 from networks import Discriminator, ResnetGenerator, RhoClipper
 from utils import check_folder, translation_strip, write_image
@@ -721,36 +720,18 @@ class UGATIT:
         ``<output_dir>/<stem>.png`` (default ``<result_dir>/<dataset>/infer/<direction>``);
         unreadable files are skipped with a warning naming each. Returns the output folder.
         """
-        files = inference_inputs(input_path)
+        files = inference_inputs(input_path)        # a bad --input fails before the checkpoint loads
         self.load_newest(weights_only=True)
         generator = _unwrap(self.genA2B if direction == 'A2B' else self.genB2A)
         generator.eval()
-        output_dir = check_folder(output_dir or os.path.join(self.out_dir, 'infer', direction))
-        root = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
-        written, skipped = 0, []
+        output_dir = output_dir or os.path.join(self.out_dir, 'infer', direction)
         bar = progress_bar(len(files), desc=direction, unit='img')
-        for path in files:
-            try:
-                img = load_image(path, self.img_ch)
-            except UnreadableImage as e:
-                log.warning('skipping: %s', e)
-                skipped.append(path)
-                continue
-            out = generator(paddle.to_tensor(infer_transform(img, self.img_size, keep_size)[None]))[0]
-            result = to_uint8_image(out[0].numpy())
-            if keep_size:
-                result = restore_size(result, img.shape)
-            stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
-            write_rgb(os.path.join(output_dir, stem + '.png'), result)
-            written += 1
-            if bar is not None:
-                bar.update(1)
+        written = translate_files(input_path, files, lambda batch: generator(paddle.to_tensor(batch))[0].numpy(),
+                                  self.img_size, self.img_ch, output_dir, keep_size,
+                                  on_image=bar.update if bar is not None else None)
         if bar is not None:
             bar.close()
-        if not written:
-            raise DatasetError(f'none of the {len(files)} input files could be read: {", ".join(skipped[:3])}')
-        log.info('%s: %d images translated into %s%s', direction, written, output_dir,
-                 f' ({len(skipped)} unreadable skipped)' if skipped else '')
+        log.info('%s: %d images translated into %s', direction, written, output_dir)
         return output_dir
 
     # ------------------------------------------------------------------ #

@@ -181,6 +181,43 @@ def inference_inputs(path: str) -> list[str]:
     raise DatasetError(f'--input {path} does not exist: give an image file or a folder of images')
 
 
+def output_stem(path: str, root: str) -> str:
+    """File name without extension, relative to root; nested folders joined by '__' ('sub__name')."""
+    return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
+
+
+def translate_files(input_path: str, files: list[str], translate: Callable[[np.ndarray], np.ndarray],
+                    img_size: int, img_ch: int, out_dir: str, keep_size: bool = False,
+                    on_image: Callable[[], None] | None = None) -> int:
+    """Translate ``files`` (``inference_inputs(input_path)``) into ``out_dir/<stem>.png``.
+
+    ``translate``: [1, C, S, S] float32 in [-1, 1] → the generator output, same shape (numpy).
+    Each image is centre-cropped and resized (``keep_size``: squashed whole, and the result resized
+    back). Unreadable files are skipped with a warning naming each; returns the number written,
+    and none written is a ``DatasetError``.
+    """
+    root = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+    os.makedirs(out_dir, exist_ok=True)
+    skipped = []
+    for path in files:
+        try:
+            img = load_image(path, img_ch)
+        except UnreadableImage as e:
+            log.warning('skipping: %s', e)
+            skipped.append(path)
+            continue
+        result = to_uint8_image(translate(infer_transform(img, img_size, keep_size)[None])[0])
+        write_rgb(os.path.join(out_dir, output_stem(path, root) + '.png'),
+                  restore_size(result, img.shape) if keep_size else result)
+        if on_image is not None:
+            on_image()
+    if len(skipped) == len(files):
+        raise DatasetError(f'none of the {len(files)} input files could be read: {", ".join(skipped[:3])}')
+    if skipped:
+        log.warning('%d unreadable files skipped', len(skipped))
+    return len(files) - len(skipped)
+
+
 # --------------------------------------------------------------------------- #
 # Dataset
 # --------------------------------------------------------------------------- #
@@ -254,8 +291,7 @@ class ImageFolder(paddle.io.Dataset):
 
     def stem(self, index: int) -> str:
         """File name without extension, relative to root ('sub/name' for nested files)."""
-        rel = os.path.relpath(self.paths[index], self.root)
-        return os.path.splitext(rel)[0].replace(os.sep, '__')
+        return output_stem(self.paths[index], self.root)
 
 
 def check_dataset(data_root: str, dataset: str, domains: Sequence[str] = DOMAINS) -> str:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-from dataset import (DatasetError, UnreadableImage, infer_transform, inference_inputs, load_image, restore_size,
-                     to_uint8_image, write_rgb)
+from dataset import DatasetError, inference_inputs, translate_files
 from export import model_files
 from utils import str2bool
 
@@ -73,24 +71,10 @@ def main(argv: list[str] | None = None) -> str:
         with open(info_path) as f:
             info = json.load(f)
         predictor = create_predictor(args.model, args.threads, args.use_gpu)
-        files = inference_inputs(args.input)
+        written = translate_files(args.input, inference_inputs(args.input), lambda batch: translate(predictor, batch), info['img_size'],
+                                  info['img_ch'], args.output, args.keep_size)
     except (OSError, DatasetError) as e:
         raise SystemExit(f'error: {e}') from None
-    os.makedirs(args.output, exist_ok=True)
-    root = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
-    written = 0
-    for path in files:
-        try:
-            img = load_image(path, info['img_ch'])
-        except UnreadableImage as e:
-            print(f'skipping: {e}', file=sys.stderr)
-            continue
-        out = to_uint8_image(translate(predictor, infer_transform(img, info['img_size'], args.keep_size)[None])[0])
-        if args.keep_size:
-            out = restore_size(out, img.shape)
-        stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
-        write_rgb(os.path.join(args.output, stem + '.png'), out)
-        written += 1
     print(f'{written} images → {args.output}')
     return args.output
 
