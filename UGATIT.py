@@ -612,10 +612,9 @@ class UGATIT:
             real = real.numpy()
             fake, fake_heatmap, cycle, cycle_heatmap, identity, identity_heatmap = engine(real)
         else:
-            forward, backward = self._generators(direction)
-            fake, _, fake_heatmap = forward(real)
-            cycle, _, cycle_heatmap = backward(fake)
-            identity, _, identity_heatmap = backward(real)
+            from export import StripModel
+            fake, fake_heatmap, cycle, cycle_heatmap, identity, identity_heatmap = \
+                StripModel(*self._generators(direction))(real)
 
         def at(heatmap, i):                        # no heatmap without CAM (--cam_g False)
             return None if heatmap is None else heatmap[i]

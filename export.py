@@ -62,20 +62,14 @@ def strip_engine(forward_generator: nn.Layer, backward_generator: nn.Layer, img_
     convolutions, a static program), with the same results to float rounding; ``bf16``: in
     bfloat16, another ~2× on CPUs with AMX, results within bfloat16 rounding.
     """
-    from predict import create_predictor
+    from predict import create_predictor, run_predictor
     model = StripModel(forward_generator, backward_generator)
     model.eval()
     prefix = os.path.join(folder, 'strip')
     paddle.jit.save(model, prefix, input_spec=input_spec(img_ch, img_size))
     predictor = create_predictor(prefix, threads=threads, bf16=bf16)
 
-    def run(real):
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(list(real.shape))
-        handle.copy_from_cpu(real)
-        predictor.run()
-        return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
-    return run
+    return lambda real: run_predictor(predictor, real)
 
 
 def input_spec(img_ch: int, img_size: int) -> list:

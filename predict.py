@@ -48,13 +48,18 @@ def create_predictor(prefix: str, threads: int | None = None, use_gpu: bool = Fa
     return inference.create_predictor(config)
 
 
-def translate(predictor, batch: np.ndarray) -> np.ndarray:
-    """[B, C, S, S] float32 in [-1, 1] → the generator's output, same shape."""
+def run_predictor(predictor, batch: np.ndarray) -> list[np.ndarray]:
+    """Every output of a one-input predictor for ``batch`` (float32 numpy)."""
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     handle.reshape(list(batch.shape))
     handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
     predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
+
+
+def translate(predictor, batch: np.ndarray) -> np.ndarray:
+    """[B, C, S, S] float32 in [-1, 1] → the generator's output, same shape."""
+    return run_predictor(predictor, batch)[0]
 
 
 def main(argv: list[str] | None = None) -> str:
