@@ -218,6 +218,9 @@ class UGATIT:
         self.start_step = 0          # last completed step (0: none)
         self.nonfinite_steps = 0     # steps skipped for a non-finite loss or gradient, this run
         self.stop_reason = None      # set when a signal stopped training
+        self.fingerprint = None      # the training file lists, saved with checkpoints (set by train())
+        self.loaded_checkpoint = self.loaded_step = None     # what load_newest loaded
+        self._latest_step = None     # step of the last 'latest' checkpoint written by this run
 
     # ------------------------------------------------------------------ #
     # Model
@@ -782,12 +785,11 @@ class UGATIT:
             state['G_scaler'], state['D_scaler'] = self.G_scaler.state_dict(), self.D_scaler.state_dict()
         state.update(format=ckpt.FORMAT, step=int(step), lr=self.lr_at(max(step, 1)), arch=self.arch(),
                      args=vars(self.args).copy(), seed=self.seed, rng=paddle.get_rng_state(),
-                     data=getattr(self, 'fingerprint', None))
+                     data=self.fingerprint)
         started = time.time()
         size = ckpt.write_checkpoint(path, state)
         log.info('saved %s (step %d, %.2f GB, %.1fs)', path, step, size / 1e9, time.time() - started)
 
-    _latest_step = None     # step of the last 'latest' checkpoint written by this run
 
     def load(self, path: str, weights_only: bool = False) -> int:
         """Load a checkpoint written by ``save`` or converted by convert.py; returns its step.
@@ -803,10 +805,8 @@ class UGATIT:
         for name, net in self.networks().items():
             if name not in state:
                 raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT checkpoint')
-            _check_state_shapes(path, name, _unwrap(net), state[name])
-            missing, unexpected = _unwrap(net).set_state_dict(state[name])
-            if missing or unexpected:
-                raise CheckpointError(f'{path}: {name} does not match (missing {missing}, unexpected {unexpected})')
+            _check_state_shapes(path, name, _unwrap(net), state[name])     # set_state_dict only warns
+            _unwrap(net).set_state_dict(state[name])
         if not weights_only:
             if 'G_optim' in state and 'D_optim' in state:
                 ckpt.load_portable_optimizer_state(self.G_optim, state['G_optim'],
@@ -820,7 +820,7 @@ class UGATIT:
                 self.D_scaler.load_state_dict(state['D_scaler'])
             if state.get('rng') is not None:
                 paddle.set_rng_state(state['rng'])
-            saved_data, now = state.get('data'), getattr(self, 'fingerprint', None)
+            saved_data, now = state.get('data'), self.fingerprint
             if saved_data and now and saved_data != now:
                 log.warning('the training images changed since %s was written: the data order differs '
                             'from an uninterrupted run', path)
@@ -843,11 +843,12 @@ class UGATIT:
 
     def resume_latest(self) -> None:
         """Continue from the newest checkpoint that loads; a corrupt one falls back to the previous."""
-        for path, state in ckpt.iter_valid(self.model_dir, self.dataset):
-            self.start_step = self.load_state(path, state)
-            log.info('resumed from %s at step %d', path, self.start_step)
+        try:
+            self.start_step = self.load_newest(weights_only=False)
+        except FileNotFoundError:
+            log.info('--resume: no usable checkpoint in %s, starting from step 1', self.model_dir)
             return
-        log.info('--resume: no usable checkpoint in %s, starting from step 1', self.model_dir)
+        log.info('resumed from %s at step %d', self.loaded_checkpoint, self.start_step)
 
 
 def _check_state_shapes(path: str, name: str, net, state: dict) -> None:
