@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--n_res', type=comma_list(int), default=[4], help='residual blocks')
     g.add_argument('--batch_size', type=comma_list(int), default=[1], help='batch size (per process)')
     g.add_argument('--amp', type=comma_list(amp_mode), default=['off'],
-                   help='mixed precision of our code (passed to main.py only if it has --amp); off|bf16|fp16')
+                   help='mixed precision of our code (main.py --amp): off|bf16|fp16')
 
     g = p.add_argument_group('What and how')
     g.add_argument('--what', type=comma_list(what_item), default=list(WHATS), help='train, test, inception')
@@ -308,20 +308,13 @@ def synthetic_images(batch: int, channels: int, size: int, seed: int):
 # --------------------------------------------------------------------------- #
 # Our code (runs in a child process)
 # --------------------------------------------------------------------------- #
-def our_parser_knows_amp() -> bool:
-    import main
-    return '--amp' in main.build_parser().format_help()
-
-
 def our_argv(spec: dict) -> list[str]:
     """main.py flags of the measured setting (no data or files are touched)."""
     c = spec['config']
     argv = ['--light', str(c['light']), '--img_size', str(c['img_size']), '--ch', str(c['ch']),
             '--n_res', str(c['n_res']), '--batch_size', str(c['batch_size']), '--device', spec['device'],
-            '--num_workers', '0', '--dataset', 'bench',
+            '--num_workers', '0', '--dataset', 'bench', '--amp', c['amp'],
             '--result_dir', os.path.join(tempfile.gettempdir(), 'ugatit_bench')]
-    if spec.get('pass_amp'):
-        argv += ['--amp', c['amp']]
     return argv
 
 
@@ -436,7 +429,6 @@ def build_official(spec: dict):
     device = 'cuda' if spec['device'] == 'gpu' else 'cpu'
     for name in NETWORKS:
         getattr(gan, name).to(device)        # in place: the optimisers keep their parameters
-    gan.device = device
     return official, gan, device
 
 
@@ -769,13 +761,12 @@ class Bench:
         self.device = args.device or resolve_device(self.env)
         self.reference = check_reference(args.reference, self.env) if args.reference else None
         self.repeats = args.repeats or (3 if self.reference else 1)
-        self.amp_known = our_parser_knows_amp()
         self.context = {'device': self.device, 'threads': args.threads, 'source': source_version(),
                         'cpus': os.cpu_count(), 'python': platform.python_version()}
 
     def spec(self, what: str, impl: str, config: dict) -> dict:
         return {'what': what, 'impl': impl, 'config': config, 'device': self.device, 'threads': self.args.threads,
-                'steps': self.args.steps, 'warmup': self.args.warmup, 'pass_amp': self.amp_known,
+                'steps': self.args.steps, 'warmup': self.args.warmup,
                 'reference': self.reference and self.reference['dir'], 'inception_batch': self.args.inception_batch,
                 'official_test': self.args.official_test}
 
@@ -786,21 +777,12 @@ class Bench:
         progress(f'{describe(record)}: {summary(record)}')
         return self.reporter.emit(record)
 
-    def amp_problem(self, config: dict) -> Optional[str]:
-        if config['amp'] != 'off' and not self.amp_known:
-            return (f"--amp {config['amp']}: main.py has no --amp option (mixed precision unsupported): "
-                    'measure --amp off')
-        return None
-
     def run(self) -> None:
         for config in configurations(self.args):
             for what in ('train', 'test'):
                 if what not in self.args.what:
                     continue
-                problem = self.amp_problem(config)
-                if problem:
-                    self.record(what, 'ours', config, {'skipped': problem})
-                elif what == 'train' and self.args.nproc:
+                if what == 'train' and self.args.nproc:
                     self.measure_processes(config)
                 else:
                     self.measure_alternating(what, config)

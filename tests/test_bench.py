@@ -49,6 +49,9 @@ def test_train_and_test_give_one_json_line_each_and_a_table(tmp_path):
         assert r['steps_timed'] == 2 and r['threads'] == 1
         assert 0 < r['min_s'] <= r['median_s'] <= r['max_s']
         assert r['images_per_s'] > 0 and r['peak_rss_mb'] > 0
+    test = records[1]
+    assert test['test_batch'] == 8                              # ch 4 × 96 px: test() batches 8 images
+    assert test['images_per_s'] == pytest.approx(test['test_batch'] / test['median_s'], rel=1e-2)
     assert not json_lines(run.stdout)                           # --out takes the JSON lines
     assert 'median ms' in run.stdout and run.stdout.count('light') == 2     # the table, one row each
 
@@ -62,9 +65,14 @@ def test_nproc_reports_global_throughput_and_scaling(tmp_path):
     for r in measured:
         assert MEASUREMENT_FIELDS <= set(r), MEASUREMENT_FIELDS - set(r)
         assert r['peak_rss_mb_all_ranks'] >= r['peak_rss_mb'] > 0
+    # The scaling lines are computed from the measurements above (one run each: the medians are them).
     scaling = {r['nproc']: r for r in records if r['what'] == 'scaling'}
-    assert sorted(scaling) == [1, 2] and scaling[1]['efficiency'] == 1.0
-    assert scaling[2]['efficiency'] == pytest.approx(scaling[2]['speedup'] / 2, abs=1e-3)
+    assert sorted(scaling) == [1, 2]
+    for r in measured:
+        assert scaling[r['nproc']]['images_per_s'] == pytest.approx(r['images_per_s'], abs=1e-3)
+    speedup = measured[1]['images_per_s'] / measured[0]['images_per_s']
+    assert scaling[2]['speedup'] == pytest.approx(speedup, rel=1e-2)
+    assert scaling[2]['efficiency'] == pytest.approx(speedup / 2, rel=1e-2)
 
 
 def test_reference_without_torch_says_so_in_one_line_and_measures_ours(tmp_path):
