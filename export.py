@@ -54,7 +54,7 @@ class StripModel(nn.Layer):
 
 
 def strip_engine(forward_generator: nn.Layer, backward_generator: nn.Layer, img_ch: int, img_size: int,
-                 folder: str, threads: int | None = None, bf16: bool = False):
+                 folder: str, bf16: bool = False):
     """The test strips of one direction on Paddle Inference with oneDNN: a function
     real [B, C, S, S] (numpy, [-1, 1]) → the six arrays of ``StripModel``.
 
@@ -67,7 +67,7 @@ def strip_engine(forward_generator: nn.Layer, backward_generator: nn.Layer, img_
     model.eval()
     prefix = os.path.join(folder, 'strip')
     paddle.jit.save(model, prefix, input_spec=input_spec(img_ch, img_size))
-    predictor = create_predictor(prefix, threads=threads, bf16=bf16)
+    predictor = create_predictor(prefix, bf16=bf16)
 
     return lambda real: run_predictor(predictor, real)
 
@@ -85,15 +85,15 @@ def model_files(prefix: str) -> tuple[str, str]:
                             f'run python main.py --phase export first')
 
 
-def export_generators(gan, output_dir: str | None = None, onnx: bool | None = None) -> list[str]:
+def export_generators(gan, output_dir: str | None = None) -> list[str]:
     """Export genA2B and genB2A of ``gan``'s newest checkpoint; returns the written prefixes
-    (and .onnx files). ``onnx`` None: when paddle2onnx is installed."""
+    (and .onnx files, when paddle2onnx is installed)."""
     from UGATIT import _unwrap
     step = gan.load_newest(weights_only=True)
     output_dir = output_dir or os.path.join(gan.out_dir, 'export')
     os.makedirs(output_dir, exist_ok=True)
     spec = input_spec(gan.img_ch, gan.img_size)
-    onnx = importlib.util.find_spec('paddle2onnx') is not None if onnx is None else onnx
+    onnx = importlib.util.find_spec('paddle2onnx') is not None
     written = []
     for name in GENERATORS:
         translator = Translator(_unwrap(getattr(gan, name)))

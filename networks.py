@@ -141,11 +141,12 @@ def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
     d = x - mu_c
     var_c = _spatial_mean(d * d)                                # biased, per channel
     mu_l = _channel_mean(mu_c)                                  # [B, 1, 1, 1]
-    var_l = _channel_mean(var_c + (mu_c - mu_l) ** 2)
+    gap = mu_c - mu_l                                           # μ_I − μ_L
+    var_l = _channel_mean(var_c + gap ** 2)
     k_in = paddle.rsqrt(var_c * (m / (m - 1)) + eps)
-    k_ln = paddle.rsqrt(var_l * (n / (n - 1)) + eps)
-    scale = gamma * (rho * k_in + (1 - rho) * k_ln)
-    shift = gamma * ((1 - rho) * k_ln * (mu_c - mu_l)) + beta
+    ln_weight = paddle.rsqrt(var_l * (n / (n - 1)) + eps) * (1 - rho)     # (1−ρ)·k_L
+    scale = gamma * (rho * k_in + ln_weight)
+    shift = gamma * (ln_weight * gap) + beta
     return d * scale + shift
 
 

@@ -25,8 +25,7 @@ def cpu_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
 
 
-def create_predictor(prefix: str, threads: int | None = None, use_gpu: bool = False, onednn: bool = True,
-                     bf16: bool = False):
+def create_predictor(prefix: str, threads: int | None = None, use_gpu: bool = False, bf16: bool = False):
     """A paddle.inference predictor for an exported generator: oneDNN kernels on the CPU with
     ``threads`` (default ``cpu_threads()``), and with ``bf16`` convolutions in bfloat16 (AMX/AVX-512
     CPUs; not the float32 numbers, close to them)."""
@@ -38,12 +37,9 @@ def create_predictor(prefix: str, threads: int | None = None, use_gpu: bool = Fa
     else:
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads or cpu_threads())
-        if onednn:
-            config.enable_mkldnn()
-            if bf16:
-                config.enable_mkldnn_bfloat16()
-        else:
-            config.disable_mkldnn()
+        config.enable_mkldnn()
+        if bf16:
+            config.enable_mkldnn_bfloat16()
     config.disable_glog_info()
     return inference.create_predictor(config)
 
