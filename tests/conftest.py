@@ -14,11 +14,14 @@ TINY = ['--light', 'True', '--ch', '4', '--n_res', '1', '--img_size', '96', '--d
         '--num_workers', '0', '--seed', '0']
 
 
+def tiny_argv(result_dir, data_root, *extra: str, dataset: str = 'tiny') -> list[str]:
+    """main.py flags of a tiny model on ``data_root``/``dataset`` writing into ``result_dir``."""
+    return TINY + ['--dataset', dataset, '--data_root', str(data_root), '--result_dir', str(result_dir), *extra]
+
+
 def tiny_args(tmp_path, *extra: str, dataset: str = 'tiny', data_root=None):
     """Parsed arguments of a tiny model writing under tmp_path."""
-    argv = TINY + ['--dataset', dataset, '--result_dir', str(tmp_path / 'results'),
-                   '--data_root', str(data_root or tmp_path / 'data')] + list(extra)
-    return parse_args(argv)
+    return parse_args(tiny_argv(tmp_path / 'results', data_root or tmp_path / 'data', *extra, dataset=dataset))
 
 
 @pytest.fixture(scope='session')

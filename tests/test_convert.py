@@ -13,7 +13,7 @@ import pytest
 
 import convert
 import main
-from conftest import TINY
+from conftest import tiny_argv
 from convert import ConversionError, convert_state_dict, infer_arch, load_converted
 from networks import Discriminator, ResnetGenerator
 from test_parity import FIXTURES, OUTPUTS, fixture, group, rel_error, to_input
@@ -150,7 +150,7 @@ def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_
     hint = 'python main.py --phase test --dataset tiny --light True --img_size 96 --ch 4 --n_res 1'
     assert hint in capsys.readouterr().out
 
-    argv = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results')]
+    argv = tiny_argv(tmp_path / 'results', tiny_data)
     gan = UGATIT(main.parse_args(argv))
     gan.build_model()
     assert gan.load(path, weights_only=False) == 42                       # no optimizer state: fresh Adam

@@ -9,7 +9,7 @@ import pytest
 
 import main
 import predict
-from conftest import REQUIRE_ALL, TINY
+from conftest import REQUIRE_ALL, tiny_argv
 from dataset import infer_transform
 
 
@@ -17,7 +17,7 @@ from dataset import infer_transform
 def trained(tmp_path_factory, tiny_data):
     """A tiny model trained for one step: (common argv, result folder)."""
     out = tmp_path_factory.mktemp('deploy')
-    argv = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(out)]
+    argv = tiny_argv(out, tiny_data)
     main.main(argv + ['--iteration', '1'])
     return argv, out / 'tiny'
 

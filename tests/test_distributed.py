@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from conftest import TINY
+from conftest import tiny_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'dist_worker.py')
@@ -19,8 +19,8 @@ WORKER = os.path.join(ROOT, 'tests', 'dist_worker.py')
 
 def train_args(tmp_path, data_root, name, batch, *extra):
     """A tiny 4-step run writing to tmp_path/name; later flags in ``extra`` win."""
-    return TINY + ['--dataset', 'tiny', '--data_root', str(data_root), '--result_dir', str(tmp_path / name),
-                   '--iteration', '4', '--batch_size', str(batch), '--print_freq', '2', '--latest_freq', '2'] + list(extra)
+    return tiny_argv(tmp_path / name, data_root, '--iteration', '4', '--batch_size', str(batch),
+                     '--print_freq', '2', '--latest_freq', '2', *extra)
 
 
 def launch(tmp_path, nproc, args, out, env=None):

@@ -6,12 +6,11 @@ import cv2
 import pytest
 
 import main
-from conftest import TINY
+from conftest import tiny_argv
 
 
 def run_cli(tmp_path, data_root, *extra, dataset='tiny'):
-    main.main(TINY + ['--dataset', dataset, '--data_root', str(data_root),
-                      '--result_dir', str(tmp_path / 'results')] + list(extra))
+    main.main(tiny_argv(tmp_path / 'results', data_root, *extra, dataset=dataset))
     return tmp_path / 'results' / dataset
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 import main
 import monitor
-from conftest import TINY
+from conftest import tiny_argv
 
 
 def read_visualdl(folder):
@@ -18,8 +18,7 @@ def read_visualdl(folder):
 
 
 def test_visualdl_gets_losses_lrs_rho_and_grids_at_their_steps(tmp_path, tiny_data):
-    main.main(TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path),
-                      '--iteration', '4', '--print_freq', '2'])
+    main.main(tiny_argv(tmp_path, tiny_data, '--iteration', '4', '--print_freq', '2'))
     reader = read_visualdl(tmp_path / 'tiny' / 'vdl')
     tags = reader.get_tags()
     scalars = set(tags['scalar'])
@@ -49,7 +48,6 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 
 
 def test_log_lines_without_a_terminal(tmp_path, tiny_data, caplog):
-    main.main(TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path),
-                      '--iteration', '3', '--print_freq', '20'])
+    main.main(tiny_argv(tmp_path, tiny_data, '--iteration', '3', '--print_freq', '20'))
     lines = [r.getMessage() for r in caplog.records if 'it/s' in r.getMessage()]
     assert len(lines) == 2 and lines[0].startswith('[      2/      3]') and 'd_loss' in lines[0]

@@ -6,7 +6,7 @@ import pytest
 import main
 import metrics
 import report
-from conftest import TINY
+from conftest import tiny_argv
 
 
 def test_paper_numbers_are_the_papers():
@@ -29,7 +29,7 @@ needs_inception = pytest.mark.skipif(metrics.find_fid_helper_weights() is None,
 
 @needs_inception
 def test_eval_phase_writes_the_report_end_to_end(tmp_path, tiny_data, caplog):
-    common = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path)]
+    common = tiny_argv(tmp_path, tiny_data)
     main.main(common + ['--iteration', '2'])
     main.main(common + ['--phase', 'eval'])                                   # translates, then measures
     out = tmp_path / 'tiny'
@@ -54,7 +54,7 @@ def test_eval_phase_writes_the_report_end_to_end(tmp_path, tiny_data, caplog):
 
 @needs_inception
 def test_eval_with_too_few_images_for_the_estimator_is_a_one_line_error(tmp_path, tiny_data):
-    common = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path)]
+    common = tiny_argv(tmp_path, tiny_data)
     main.main(common + ['--iteration', '1'])
     with pytest.raises(SystemExit) as e:
         main.main(common + ['--phase', 'eval', '--kid_estimator', 'subsets'])

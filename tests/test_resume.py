@@ -16,15 +16,14 @@ import pytest
 import checkpoint as ckpt
 import main
 import UGATIT as ugatit_module
-from conftest import TINY, tiny_args
+from conftest import TINY, tiny_args, tiny_argv
 from UGATIT import UGATIT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(tmp_path, data_root, *extra):
-    main.main(TINY + ['--dataset', 'tiny', '--data_root', str(data_root),
-                      '--result_dir', str(tmp_path / 'results')] + list(extra))
+    main.main(tiny_argv(tmp_path / 'results', data_root, *extra))
     return tmp_path / 'results' / 'tiny' / 'model'
 
 
@@ -151,8 +150,7 @@ main.main({argv!r})
 
 
 def test_second_ctrl_c_exits_at_once_without_saving(tmp_path, tiny_data):
-    argv = TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results'),
-                   '--iteration', '10', '--latest_freq', '100']
+    argv = tiny_argv(tmp_path / 'results', tiny_data, '--iteration', '10', '--latest_freq', '100')
     proc = subprocess.run([sys.executable, '-c', SECOND_CTRL_C.format(root=ROOT, argv=argv)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 130, proc.stderr
@@ -318,8 +316,7 @@ def test_unwritable_result_dir_is_a_one_line_error_at_start(tmp_path, tiny_data)
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     with pytest.raises(SystemExit) as e:
-        main.main(TINY + ['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(blocker),
-                          '--iteration', '1'])
+        main.main(tiny_argv(blocker, tiny_data, '--iteration', '1'))
     message = str(e.value.code)
     assert 'cannot write to' in message and '--result_dir' in message and '\n' not in message
 

@@ -8,6 +8,7 @@ import pytest
 import main
 from conftest import tiny_args
 from networks import Discriminator, FixedLIN, GroupNorm, ResnetGenerator, SelfAttention
+from test_ugatit import batch
 from UGATIT import UGATIT, variant_name
 
 VARIANTS = {                                   # flags → the paper's Table 1 row
@@ -21,10 +22,6 @@ VARIANTS = {                                   # flags → the paper's Table 1 r
     ('--cam_d', 'False'): 'w/o D_CAM',
     ('--self_attn', 'gd'): '+ self-attention (G and D)',
 }
-
-
-def batch(seed):
-    return paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, (1, 3, 96, 96)).astype('float32'))
 
 
 @pytest.mark.parametrize('light', ['True', 'False'])
