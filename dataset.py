@@ -1,16 +1,18 @@
-"""Image folders, the official augmentation, and a resumable, rank-aware sample stream.
+"""Images in, images out: the one image lister, reader and writer, the official transforms, and the
+resumable sample stream.
 
-Layout (as the official code): ``<data_root>/<dataset>/{trainA,trainB,testA,testB}``, each
-searched recursively. Images are decoded with OpenCV and converted to RGB (grey, grey+alpha,
-RGBA, 16-bit and CMYK files included).
+Layout (as the official code): ``<data_root>/<dataset>/{trainA,trainB,testA,testB}``, each searched
+recursively, the same way for training, test, eval, the demo and the reports. Images are decoded with
+OpenCV into RGB (grey, grey+alpha, RGBA, 16-bit and CMYK files included).
 
-Reproducibility: the k-th training sample of a run (k counted from 0 over the whole run)
-is fully determined by (seed, domain, k): which image it is and how it is flipped and
-cropped. Resuming at step s and running on R processes therefore see exactly the samples
-one uninterrupted single-process run sees (see ``TrainSampler``).
+Reproducibility: the k-th training sample of a run (k counted from 0 over the whole run) is fully
+determined by (seed, domain, k): which image it is and how it is flipped and cropped. Resuming at
+step s and running on R processes therefore see exactly the samples one uninterrupted
+single-process run sees (see ``TrainSampler``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Callable, Iterator, Sequence
@@ -18,6 +20,8 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 import paddle
+
+from utils import atomic_path
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 DOMAINS = ('trainA', 'trainB', 'testA', 'testB')
@@ -34,31 +38,37 @@ class DatasetError(ValueError):
 
 
 # --------------------------------------------------------------------------- #
-# Decoding
+# Listing, reading and writing images
 # --------------------------------------------------------------------------- #
 def find_images(root: str) -> list[str]:
-    """All image files under ``root`` (recursive), sorted by path for a stable order."""
-    found = []
-    for folder, _, files in os.walk(root, followlinks=True):
+    """Every image file under ``root`` (recursive, following links), sorted by path.
+
+    Each directory is entered once (by device and inode), so a symlink loop neither hangs
+    the walk nor counts its images again.
+    """
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
         found += [os.path.join(folder, f) for f in files if f.lower().endswith(IMG_EXTENSIONS)]
     return sorted(found)
 
 
-def _jpeg_is_complete(data: bytes) -> bool:
-    """A JPEG stream ends with the EOI marker FF D9 (some writers pad a few bytes after it).
-
-    Checked explicitly because some OpenCV/libjpeg builds decode a truncated JPEG into a
-    grey-filled image with only a stderr warning.
-    """
-    return b'\xff\xd9' in data[-4096:]
+def output_stem(path: str, root: str) -> str:
+    """File name without extension, relative to ``root``; nested folders joined by '__'
+    (``root/sub/name.jpg`` → ``sub__name``), so that translations lie flat in one folder."""
+    return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
 
 
 def load_image(path: str, channels: int = 3) -> np.ndarray:
     """Decode ``path`` into an H×W×channels uint8 array (RGB, or grey when channels == 1).
 
-    16-bit images are scaled to 8 bits, an alpha channel is dropped (as PIL's convert('RGB')
-    in the official code), grey images are replicated to RGB, CMYK JPEGs are converted by
-    the decoder. Raises ``UnreadableImage`` naming the file when it cannot be decoded.
+    An image is judged by whether it decodes, whatever its extension. 16-bit images are scaled to
+    8 bits, an alpha channel is dropped (as PIL's convert('RGB') in the official code), grey images
+    are replicated to RGB. Raises ``UnreadableImage`` naming the file when it cannot be decoded.
     """
     try:
         with open(path, 'rb') as f:
@@ -67,7 +77,7 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
         raise UnreadableImage(f'cannot read {path}: {e.strerror}') from None
     if not data:
         raise UnreadableImage(f'{path} is empty (0 bytes)')
-    if path.lower().endswith(('.jpg', '.jpeg')) and not _jpeg_is_complete(data):
+    if _truncated_jpeg(data):
         raise UnreadableImage(f'{path} is a truncated JPEG (no end-of-image marker)')
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -76,6 +86,16 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
     if img is None or img.size == 0:
         raise UnreadableImage(f'{path} is not a decodable image (corrupt, truncated or another format)')
     return _to_uint8_channels(img, channels)
+
+
+def _truncated_jpeg(data: bytes) -> bool:
+    """A JPEG stream (magic FF D8) without any end-of-image marker FF D9.
+
+    OpenCV 4's libjpeg decodes a truncated JPEG into a grey-filled image with only a warning, so
+    the cut is detected here; the marker may be followed by other data (phone "motion photos"
+    append a video) and files are judged by their content, not their extension.
+    """
+    return data[:2] == b'\xff\xd8' and b'\xff\xd9' not in data
 
 
 def _to_uint8_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -94,16 +114,31 @@ def _to_uint8_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def write_image(path: str, image: np.ndarray) -> None:
+    """Write an RGB (or grey) uint8 image, atomically: the file is either absent, the old one or
+    the new one, never a partial PNG. The format follows the extension. Raises ``OSError``."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(os.path.splitext(path)[1] or '.png', image)
+    if not ok:
+        raise OSError(f'could not encode {path}')
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(buf.tobytes())
+
+
 # --------------------------------------------------------------------------- #
 # Transforms
 # --------------------------------------------------------------------------- #
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size×size: bilinear when enlarging, area averaging when shrinking (anti-aliased)."""
+def resize(img: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """Resize to height×width (square by default): bilinear when enlarging, area averaging when
+    shrinking (anti-aliased; torchvision's PIL bilinear differs from it by a few levels there)."""
+    width = height if width is None else width
     h, w = img.shape[:2]
-    if (h, w) == (size, size):
+    if (h, w) == (height, width):
         return img
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    out = cv2.resize(img, (size, size), interpolation=interp)
+    interp = cv2.INTER_AREA if height * width < h * w else cv2.INTER_LINEAR
+    out = cv2.resize(img, (width, height), interpolation=interp)
     return out if out.ndim == 3 else out[:, :, None]
 
 
@@ -112,110 +147,23 @@ def to_tensor_range(img: np.ndarray) -> np.ndarray:
     return (img.astype(np.float32).transpose(2, 0, 1) / 127.5) - 1.0
 
 
+def to_uint8_image(x: np.ndarray) -> np.ndarray:
+    """A generator output C×H×W in [-1, 1] → H×W×C uint8 (RGB, or grey), rounded."""
+    return np.clip((np.asarray(x).transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
 def train_transform(img: np.ndarray, img_size: int, rng: np.random.Generator) -> np.ndarray:
     """Official train augmentation: random h-flip, resize to img_size+30, random img_size crop."""
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    img = _resize(np.ascontiguousarray(img), img_size + 30)
+    img = resize(np.ascontiguousarray(img), img_size + 30)
     top, left = rng.integers(0, 31, size=2)
     return to_tensor_range(img[top:top + img_size, left:left + img_size])
 
 
 def test_transform(img: np.ndarray, img_size: int) -> np.ndarray:
     """Official test transform: resize to img_size×img_size."""
-    return to_tensor_range(_resize(img, img_size))
-
-
-def center_crop(img: np.ndarray) -> np.ndarray:
-    """The largest centred square of an image."""
-    h, w = img.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return img[top:top + side, left:left + side]
-
-
-def infer_transform(img: np.ndarray, img_size: int, keep_size: bool = False) -> np.ndarray:
-    """An image of any size → the model's img_size×img_size input (float32 C×H×W in [-1, 1]).
-
-    Default: the centred square crop, resized (the model was trained on centred square
-    faces; the aspect ratio is kept). ``keep_size``: the whole image resized to a square, so that
-    the output can be resized back to the input's size (``restore_size``).
-    """
-    return to_tensor_range(_resize(img if keep_size else center_crop(img), img_size))
-
-
-def restore_size(out_uint8: np.ndarray, original_shape: tuple) -> np.ndarray:
-    """A translated img_size² image back to the original H×W (for ``keep_size``)."""
-    h, w = original_shape[:2]
-    return cv2.resize(out_uint8, (w, h), interpolation=cv2.INTER_CUBIC if h * w > out_uint8.shape[0] ** 2
-                      else cv2.INTER_AREA)
-
-
-def to_uint8_image(x: np.ndarray) -> np.ndarray:
-    """A generator output C×H×W in [-1, 1] → H×W×C uint8 (RGB, or grey)."""
-    return np.clip((np.asarray(x).transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-
-def write_rgb(path: str, img: np.ndarray) -> None:
-    """Write an RGB (or grey) uint8 image; the format follows the extension."""
-    img = img if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(os.path.splitext(path)[1] or '.png', img)
-    if not ok:
-        raise OSError(f'could not encode {path}')
-    with open(path, 'wb') as f:
-        f.write(buf.tobytes())
-
-
-def inference_inputs(path: str) -> list[str]:
-    """The image files to translate: ``path`` itself, or every image under the folder ``path``.
-
-    One-line ``DatasetError`` for a missing path or a folder without images.
-    """
-    if os.path.isfile(path):
-        return [path]
-    if os.path.isdir(path):
-        files = find_images(path)
-        if not files:
-            raise DatasetError(f'{path} holds no image ({", ".join(IMG_EXTENSIONS)})')
-        return files
-    raise DatasetError(f'--input {path} does not exist: give an image file or a folder of images')
-
-
-def output_stem(path: str, root: str) -> str:
-    """File name without extension, relative to root; nested folders joined by '__' ('sub__name')."""
-    return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '__')
-
-
-def translate_files(input_path: str, files: list[str], translate: Callable[[np.ndarray], np.ndarray],
-                    img_size: int, img_ch: int, out_dir: str, keep_size: bool = False,
-                    on_image: Callable[[], None] | None = None) -> int:
-    """Translate ``files`` (``inference_inputs(input_path)``) into ``out_dir/<stem>.png``.
-
-    ``translate``: [1, C, S, S] float32 in [-1, 1] → the generator output, same shape (numpy).
-    Each image is centre-cropped and resized (``keep_size``: squashed whole, and the result resized
-    back). Unreadable files are skipped with a warning naming each; returns the number written,
-    and none written is a ``DatasetError``.
-    """
-    root = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
-    os.makedirs(out_dir, exist_ok=True)
-    skipped = []
-    for path in files:
-        try:
-            img = load_image(path, img_ch)
-        except UnreadableImage as e:
-            log.warning('skipping: %s', e)
-            skipped.append(path)
-            continue
-        result = to_uint8_image(translate(infer_transform(img, img_size, keep_size)[None])[0])
-        write_rgb(os.path.join(out_dir, output_stem(path, root) + '.png'),
-                  restore_size(result, img.shape) if keep_size else result)
-        if on_image is not None:
-            on_image()
-    if len(skipped) == len(files):
-        raise DatasetError(f'none of the {len(files)} input files could be read: {", ".join(skipped[:3])}')
-    if skipped:
-        log.warning('%d unreadable files skipped', len(skipped))
-    return len(files) - len(skipped)
+    return to_tensor_range(resize(img, img_size))
 
 
 # --------------------------------------------------------------------------- #
@@ -224,19 +172,15 @@ def translate_files(input_path: str, files: list[str], translate: Callable[[np.n
 class ImageFolder(paddle.io.Dataset):
     """Every image under ``root``; item ``i`` (or ``(i, aug_seed)``) → (C×H×W float32, i).
 
-    With ``check=True`` every file is decoded once at construction: unreadable ones are
-    dropped with a warning naming each (``self.skipped`` lists them) so that training
-    never stops on a bad file, and a folder with no readable image is an error at start.
-    Train mode (``augment=True``) needs an ``aug_seed`` with every index.
+    Every file is decoded once at construction: unreadable ones are dropped with a warning
+    naming each (``self.skipped`` lists them) so that training never stops on a bad file, and a
+    folder with no readable image is an error at start. Train mode (``augment=True``) needs an
+    ``aug_seed`` with every index.
     """
 
-    def __init__(self, root: str, img_size: int, augment: bool = False, channels: int = 3,
-                 check: bool = True):
+    def __init__(self, root: str, img_size: int, augment: bool = False, channels: int = 3):
         super().__init__()
-        self.root = root
-        self.img_size = img_size
-        self.augment = augment
-        self.channels = channels
+        self.root, self.img_size, self.augment, self.channels = root, img_size, augment, channels
         if not os.path.isdir(root):
             raise DatasetError(f'dataset folder {root} does not exist: expected '
                                f'<data_root>/<dataset>/{{trainA,trainB,testA,testB}} with images in each')
@@ -245,9 +189,7 @@ class ImageFolder(paddle.io.Dataset):
             raise DatasetError(f'{root} holds no image ({"/".join(IMG_EXTENSIONS)}): '
                                f'put the images of this domain there')
         self.skipped: list[str] = []
-        if check:
-            paths = self._readable(paths)
-        self.paths = paths
+        self.paths = self._readable(paths)
 
     def _readable(self, paths: Sequence[str]) -> list[str]:
         good = []
@@ -290,8 +232,13 @@ class ImageFolder(paddle.io.Dataset):
         return x, np.int64(index)
 
     def stem(self, index: int) -> str:
-        """File name without extension, relative to root ('sub/name' for nested files)."""
+        """The output name of image ``index`` (see ``output_stem``)."""
         return output_stem(self.paths[index], self.root)
+
+    def fingerprint(self) -> list:
+        """[image count, hash of the relative file names]: the data order is a function of these."""
+        names = '\n'.join(os.path.relpath(p, self.root) for p in self.paths)
+        return [len(self.paths), hashlib.sha1(names.encode()).hexdigest()[:16]]
 
 
 def check_dataset(data_root: str, dataset: str, domains: Sequence[str] = DOMAINS) -> str:

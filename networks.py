@@ -15,11 +15,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = [
-    'ResnetGenerator', 'ResnetBlock', 'ResnetAdaILNBlock', 'adaILN', 'ILN',
-    'Discriminator', 'RhoClipper', 'init_like_torch', 'min_image_size', 'SelfAttention', 'FixedLIN',
-    'GroupNorm', 'decoder_norm', 'NORMS',
-]
+# The six networks of U-GAT-IT, in the official order of construction (same random initialisation).
+NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 
 
 # --------------------------------------------------------------------------- #
@@ -70,9 +67,9 @@ def _spectral_norm(layer: nn.Layer) -> nn.Layer:
 class ReflectionPad2d(nn.Layer):
     """torch's ``nn.ReflectionPad2d(p)``: mirror p rows and columns at each border, edge excluded.
 
-    Built from reversed slices and a concatenation, which gives exactly ``nn.Pad2D(p,
-    mode='reflect')`` but runs 1.1–3× faster forward and backward than Paddle's pad3d kernel on the
-    CPU (the generator pads 14 times per forward).
+    Built from reversed slices and a concatenation: exactly ``nn.Pad2D(p, mode='reflect')``, but
+    faster forward and backward than Paddle's pad3d kernel on the CPU, where the generator pads 14
+    times per forward (docs/performance.md).
     """
 
     def __init__(self, padding: int):
@@ -101,10 +98,36 @@ def _instance_norm(num_features: int) -> nn.InstanceNorm2D:
 
 
 # --------------------------------------------------------------------------- #
-# Normalisation: AdaLIN and LIN
+# Normalisation: AdaLIN and LIN (paper eq. 1)
 # --------------------------------------------------------------------------- #
+def instance_layer_norm_formula(x: paddle.Tensor, rho: paddle.Tensor, gamma: paddle.Tensor,
+                                beta: paddle.Tensor, eps: float = 1e-5, unbiased: bool = True) -> paddle.Tensor:
+    """AdaLIN / LIN as the paper writes it (eq. 1):
+
+        â_I = (a − μ_I) / sqrt(σ²_I + ε)        statistics per sample and channel (over H, W)
+        â_L = (a − μ_L) / sqrt(σ²_L + ε)        statistics per sample (over C, H, W)
+        out = γ · (ρ·â_I + (1−ρ)·â_L) + β
+
+    Variances unbiased as ``torch.var`` in the official PyTorch code (biased, ``tf.nn.moments``,
+    in the authors' TensorFlow code). The layer statistics are reduced over H, W, then over C:
+    Paddle's float32 CPU reduction over a whole 64×256×256 map at once is 3e-3 off (torch: 4e-8).
+    The layers run ``instance_layer_norm``, the same numbers in fewer passes.
+    """
+    x = x.astype('float32')                                     # statistics in float32 under AMP
+    m = x.shape[2] * x.shape[3]
+    n = x.shape[1] * m
+    in_mean = x.mean(axis=[2, 3], keepdim=True)
+    in_var = ((x - in_mean) ** 2).mean(axis=[2, 3], keepdim=True) * (m / (m - 1) if unbiased else 1.0)
+    out_in = (x - in_mean) / paddle.sqrt(in_var + eps)
+    ln_mean = in_mean.mean(axis=1, keepdim=True)
+    ln_var = ((x - ln_mean) ** 2).mean(axis=[2, 3], keepdim=True).mean(axis=1, keepdim=True)
+    ln_var = ln_var * (n / (n - 1) if unbiased else 1.0)
+    out_ln = (x - ln_mean) / paddle.sqrt(ln_var + eps)
+    return gamma * (rho * out_in + (1 - rho) * out_ln) + beta
+
+
 def _spatial_mean(x: paddle.Tensor) -> paddle.Tensor:
-    """Mean over H, W as [B, C, 1, 1] (an average pool: same value, much faster backward)."""
+    """Mean over H, W as [B, C, 1, 1] (an average pool: same value, much faster backward on CPU)."""
     return F.adaptive_avg_pool2d(x, 1)
 
 
@@ -114,27 +137,19 @@ def _channel_mean(x: paddle.Tensor) -> paddle.Tensor:
     return x.sum(axis=1, keepdim=True) * (1.0 / x.shape[1])
 
 
-def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
-                        gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
-    """γ·(ρ·â_I + (1−ρ)·â_L) + β, the AdaLIN/LIN formula, computed as x·A + B in few passes.
-
-    â_I = (x − μ_I) / sqrt(σ²_I + ε), statistics per sample and channel (over H·W = m values);
-    â_L = (x − μ_L) / sqrt(σ²_L + ε), statistics per sample (over C·H·W = n values);
-    both variances unbiased (÷ (m−1), ÷ (n−1)), as ``torch.var`` in the official code.
+def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, gamma: paddle.Tensor,
+                        beta: paddle.Tensor, eps: float = 1e-5, unbiased: bool = True) -> paddle.Tensor:
+    """``instance_layer_norm_formula``, computed as x·A + B in six passes instead of about fourteen.
 
     With d = x − μ_I, k_I = 1/sqrt(σ²_I + ε) and k_L = 1/sqrt(σ²_L + ε), x − μ_L = d + (μ_I − μ_L), so
 
         out = d · γ(ρ·k_I + (1−ρ)·k_L) + γ(1−ρ)·k_L·(μ_I − μ_L) + β,
 
-    where every factor but d is a per-(sample, channel) scalar. The layer statistics come from
-    the channel ones (equal group sizes): μ_L = mean_c μ_I, and by the law of total variance the
-    biased σ²_L = mean_c[σ²_I,biased + (μ_I − μ_L)²]. This takes six passes over the feature map
-    instead of about fourteen (each with its backward), and never reduces all C·H·W values at
-    once: Paddle's float32 CPU reduction over a whole 64×256×256 map is 3e-3 off (torch: 4e-8).
-    Spatial means are average pools, whose backward is ~12× faster than ``mean``'s on CPU.
-    ``instance_layer_norm_direct`` is the formula written out, kept as the reference.
+    where every factor but d is a per-(sample, channel) scalar. The layer statistics come from the
+    channel ones (equal group sizes): μ_L = mean_c μ_I and, by the law of total variance, the biased
+    σ²_L = mean_c[σ²_I,biased + (μ_I − μ_L)²].
     """
-    x = x.astype('float32')                                     # statistics in float32 under AMP
+    x = x.astype('float32')
     m = x.shape[2] * x.shape[3]
     n = x.shape[1] * m
     mu_c = _spatial_mean(x)                                     # [B, C, 1, 1]
@@ -143,56 +158,35 @@ def instance_layer_norm(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
     mu_l = _channel_mean(mu_c)                                  # [B, 1, 1, 1]
     gap = mu_c - mu_l                                           # μ_I − μ_L
     var_l = _channel_mean(var_c + gap ** 2)
-    k_in = paddle.rsqrt(var_c * (m / (m - 1)) + eps)
-    ln_weight = paddle.rsqrt(var_l * (n / (n - 1)) + eps) * (1 - rho)     # (1−ρ)·k_L
+    k_in = paddle.rsqrt(var_c * (m / (m - 1) if unbiased else 1.0) + eps)
+    ln_weight = paddle.rsqrt(var_l * (n / (n - 1) if unbiased else 1.0) + eps) * (1 - rho)     # (1−ρ)·k_L
     scale = gamma * (rho * k_in + ln_weight)
     shift = gamma * (ln_weight * gap) + beta
     return d * scale + shift
 
 
-def instance_layer_norm_direct(x: paddle.Tensor, rho: paddle.Tensor, eps: float,
-                               gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
-    """γ·(ρ·â_I + (1−ρ)·â_L) + β written out as in the official code (unbiased variances).
-
-    The layer statistics are still reduced over H·W, then over C, for float32 precision (see
-    ``instance_layer_norm``). Slower; selected with ``--fast_norm False``.
-    """
-    x = x.astype('float32')
-    m = x.shape[2] * x.shape[3]
-    n = x.shape[1] * m
-    in_mean = x.mean(axis=[2, 3], keepdim=True)
-    in_var = ((x - in_mean) ** 2).mean(axis=[2, 3], keepdim=True) * (m / (m - 1))
-    out_in = (x - in_mean) / paddle.sqrt(in_var + eps)
-    ln_mean = in_mean.mean(axis=1, keepdim=True)
-    ln_var = ((x - ln_mean) ** 2).mean(axis=[2, 3], keepdim=True).mean(axis=1, keepdim=True) * (n / (n - 1))
-    out_ln = (x - ln_mean) / paddle.sqrt(ln_var + eps)
-    return (rho * out_in + (1 - rho) * out_ln) * gamma + beta
-
-
 class adaILN(nn.Layer):
-    """Adaptive Layer-Instance Normalisation (AdaLIN, paper eq. 1).
+    """Adaptive Layer-Instance Normalisation (AdaLIN, paper eq. 1):
 
-        out = γ · (ρ·â_I + (1−ρ)·â_L) + β
+        out = γ · (ρ·â_I + (1−ρ)·â_L) + β        (see ``instance_layer_norm_formula``)
 
     γ, β ∈ R^{B×C} come from the generator's MLP (one pair per image); ρ ∈ [0, 1]^C is
     learned, initialised to 0.9 and clipped to [0, 1] after every generator step
-    (``RhoClipper``). Variances are unbiased, ε = 1e-5 (see ``instance_layer_norm``).
+    (``RhoClipper``). Variances are unbiased, ε = 1e-5.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, fast: bool = True):
+    def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        self.fast = fast
         self.rho = self.create_parameter(
             [1, num_features, 1, 1], default_initializer=nn.initializer.Constant(0.9))
 
     def forward(self, input: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
-        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
-        return norm(input, self.rho, self.eps, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]))
+        return instance_layer_norm(input, self.rho, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]), self.eps)
 
 
 class ILN(nn.Layer):
-    """Layer-Instance Normalisation of the up-sampling blocks.
+    """Layer-Instance Normalisation of the up-sampling blocks:
 
         out = γ · (ρ·â_I + (1−ρ)·â_L) + β
 
@@ -200,32 +194,31 @@ class ILN(nn.Layer):
     to 0.0 (pure layer norm), clipped to [0, 1] after every generator step.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, fast: bool = True):
+    def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        self.fast = fast
         shape = [1, num_features, 1, 1]
         self.rho = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
         self.gamma = self.create_parameter(shape, default_initializer=nn.initializer.Constant(1.0))
         self.beta = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, input: paddle.Tensor) -> paddle.Tensor:
-        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
-        return norm(input, self.rho, self.eps, self.gamma, self.beta)
+        return instance_layer_norm(input, self.rho, self.gamma, self.beta, self.eps)
 
 
+# --------------------------------------------------------------------------- #
+# The ablation's normalisations (paper Table 1: "w/ IN", "w/ LN", "w/ AdaIN", "w/ GN")
+# --------------------------------------------------------------------------- #
 class FixedLIN(nn.Layer):
     """γ·(ρ·â_I + (1−ρ)·â_L) + β with a fixed ρ: instance norm (ρ = 1) or layer norm (ρ = 0).
 
-    For the paper's ablation (Table 1, "w/ IN", "w/ LN" and, adaptive, "w/ AdaIN"): the same
-    statistics as AdaLIN/LIN (unbiased variances), so only the choice of normalisation differs.
-    γ, β are learned per channel, or come from the generator's MLP when ``adaptive``.
+    The same statistics as AdaLIN/LIN (unbiased variances), so only the choice of normalisation
+    differs. γ, β are learned per channel, or come from the generator's MLP when ``adaptive``.
     """
 
-    def __init__(self, num_features: int, rho: float, adaptive: bool = False, eps: float = 1e-5,
-                 fast: bool = True):
+    def __init__(self, num_features: int, rho: float, adaptive: bool = False, eps: float = 1e-5):
         super().__init__()
-        self.eps, self.fast, self.adaptive = eps, fast, adaptive
+        self.eps, self.adaptive = eps, adaptive
         shape = [1, num_features, 1, 1]
         self.register_buffer('mix', paddle.full(shape, rho), persistable=False)
         if not adaptive:
@@ -233,15 +226,14 @@ class FixedLIN(nn.Layer):
             self.beta = self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, input: paddle.Tensor, gamma: paddle.Tensor = None, beta: paddle.Tensor = None):
-        norm = instance_layer_norm if self.fast else instance_layer_norm_direct
         if self.adaptive:
-            return norm(input, self.mix, self.eps, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]))
-        return norm(input, self.mix, self.eps, self.gamma, self.beta)
+            return instance_layer_norm(input, self.mix, gamma.unsqueeze([2, 3]), beta.unsqueeze([2, 3]), self.eps)
+        return instance_layer_norm(input, self.mix, self.gamma, self.beta, self.eps)
 
 
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` with learned affine ("w/ GN" of the paper's ablation): min(32, C) groups
-    dividing C; accepts (and ignores) the γ, β the decoder blocks pass."""
+    """``nn.GroupNorm`` with learned affine ("w/ GN"): gcd(32, C) groups (32 when C is a multiple
+    of 32, as the paper's channel counts are); accepts (and ignores) the γ, β the decoder passes."""
 
     def __init__(self, num_features: int):
         super().__init__(math.gcd(32, num_features), num_features, epsilon=1e-5)
@@ -253,7 +245,7 @@ class GroupNorm(nn.GroupNorm):
 NORMS = ('adalin', 'in', 'ln', 'adain', 'gn')
 
 
-def decoder_norm(kind: str, num_features: int, in_block: bool, fast: bool = True) -> nn.Layer:
+def decoder_norm(kind: str, num_features: int, in_block: bool) -> nn.Layer:
     """The normalisation of the decoder for ``--norm kind``.
 
     Residual blocks (``in_block``): adalin → AdaLIN, adain → AdaIN (γ, β from the MLP);
@@ -261,11 +253,11 @@ def decoder_norm(kind: str, num_features: int, in_block: bool, fast: bool = True
     adain and in → IN, ln → LN, gn → GN, all with learned affine.
     """
     if kind == 'adalin':
-        return adaILN(num_features, fast=fast) if in_block else ILN(num_features, fast=fast)
+        return adaILN(num_features) if in_block else ILN(num_features)
     if kind == 'gn':
         return GroupNorm(num_features)
     rho = {'adain': 1.0, 'in': 1.0, 'ln': 0.0}[kind]
-    return FixedLIN(num_features, rho, adaptive=(kind == 'adain' and in_block), fast=fast)
+    return FixedLIN(num_features, rho, adaptive=(kind == 'adain' and in_block))
 
 
 class SelfAttention(nn.Layer):
@@ -305,7 +297,8 @@ class RhoClipper:
     """
 
     def __init__(self, min: float, max: float):
-        assert min < max, f'RhoClipper needs min < max, got {min} and {max}'
+        if not min < max:
+            raise ValueError(f'RhoClipper needs min < max, got {min} and {max}')
         self.clip_min = min
         self.clip_max = max
 
@@ -342,7 +335,7 @@ def class_activation(x: paddle.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear,
     same values and the same single-argmax gradient, but Paddle's (3.3.1, CPU) adaptive max-pool
     backward corrupts memory when the input holds NaN, which would turn one bad step into a
     crash instead of a skipped step (``amax``/``max`` are NaN-safe too but their backward is
-    10⁴× slower).
+    far slower on the CPU).
     """
     gap_logit = gap_fc(_spatial_mean(x).flatten(1))
     gmp_logit = gmp_fc(F.max_pool2d(x, kernel_size=list(x.shape[2:])).flatten(1))
@@ -391,15 +384,15 @@ class ResnetAdaILNBlock(nn.Layer):
     ``norm`` replaces AdaLIN for the ablation (see ``decoder_norm``); non-adaptive norms ignore γ, β.
     """
 
-    def __init__(self, dim: int, use_bias: bool, fast_norm: bool = True, norm: str = 'adalin'):
+    def __init__(self, dim: int, use_bias: bool, norm: str = 'adalin'):
         super().__init__()
         self.pad1 = ReflectionPad2d(1)
         self.conv1 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm1 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
+        self.norm1 = decoder_norm(norm, dim, in_block=True)
         self.relu1 = nn.ReLU()
         self.pad2 = ReflectionPad2d(1)
         self.conv2 = _conv(dim, dim, 3, bias=use_bias)
-        self.norm2 = decoder_norm(norm, dim, in_block=True, fast=fast_norm)
+        self.norm2 = decoder_norm(norm, dim, in_block=True)
 
     def forward(self, x: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor) -> paddle.Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
@@ -412,7 +405,6 @@ class ResnetGenerator(nn.Layer):
 
     Returns ``(out, cam_logit, heatmap)``: the translated image in [-1, 1] [B, C_out, H, W],
     the CAM logits [B, 2] (GAP, GMP) and the attention heatmap [B, 1, H/4, W/4].
-    ``fast_norm`` selects how AdaLIN/LIN are computed (same formula, see ``instance_layer_norm``).
     For the paper's ablation and its relatives: ``norm`` changes the decoder's normalisation
     (``decoder_norm``; without an adaptive one there is no γ/β MLP), ``use_cam=False`` removes
     the CAM attention (cam_logit and heatmap are then None), ``self_attn=True`` adds a SAGAN
@@ -423,10 +415,10 @@ class ResnetGenerator(nn.Layer):
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, n_blocks: int = 6,
-                 img_size: int = 256, light: bool = False, fast_norm: bool = True,
+                 img_size: int = 256, light: bool = False,
                  norm: str = 'adalin', use_cam: bool = True, self_attn: bool = False):
-        assert n_blocks >= 0, f'n_blocks must be >= 0, got {n_blocks}'
-        assert norm in NORMS, f'norm must be one of {NORMS}, got {norm!r}'
+        if n_blocks < 0 or norm not in NORMS:
+            raise ValueError(f'ResnetGenerator needs n_blocks >= 0 and norm in {NORMS}, got {n_blocks}, {norm!r}')
         super().__init__()
         self.adaptive = norm in ('adalin', 'adain')
         self.use_cam = use_cam
@@ -467,7 +459,7 @@ class ResnetGenerator(nn.Layer):
         # Up-sampling bottleneck
         for i in range(n_blocks):
             setattr(self, 'UpBlock1_' + str(i + 1),
-                    ResnetAdaILNBlock(dim, use_bias=False, fast_norm=fast_norm, norm=norm))
+                    ResnetAdaILNBlock(dim, use_bias=False, norm=norm))
 
         # Up-sampling
         up = []
@@ -475,7 +467,7 @@ class ResnetGenerator(nn.Layer):
             mult = 2 ** (n_downsampling - i)
             up += [NearestUpsample2x(), ReflectionPad2d(1),
                    _conv(ngf * mult, ngf * mult // 2, 3),
-                   decoder_norm(norm, ngf * mult // 2, in_block=False, fast=fast_norm), nn.ReLU()]
+                   decoder_norm(norm, ngf * mult // 2, in_block=False), nn.ReLU()]
         up += [ReflectionPad2d(3), _conv(ngf, output_nc, 7), nn.Tanh()]
 
         self.DownBlock = nn.Sequential(*down)
@@ -522,7 +514,8 @@ class Discriminator(nn.Layer):
     def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 5, use_cam: bool = True,
                  self_attn: bool = False, img_size: int = 256):
         super().__init__()
-        assert n_layers >= 3, f'Discriminator needs n_layers >= 3, got {n_layers}'
+        if n_layers < 3:
+            raise ValueError(f'Discriminator needs n_layers >= 3, got {n_layers}')
         self.use_cam = use_cam
         model = [ReflectionPad2d(1), _spectral_norm(_conv(input_nc, ndf, 4, stride=2, bias=True)),
                  nn.LeakyReLU(0.2)]

@@ -1,4 +1,5 @@
-"""Small pure helpers: strict booleans, image/heatmap conversion, grids, atomic file writes."""
+"""Small helpers, as the official utils.py: strict booleans, folders, the CAM heatmap and the strips
+of translations, atomic file writes."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,6 @@ import tempfile
 import cv2
 import numpy as np
 
-__all__ = ['str2bool', 'check_folder', 'denorm', 'tensor2numpy', 'RGB2BGR', 'cam',
-           'to_bgr_tile', 'translation_strip', 'atomic_path', 'atomic_write', 'write_image']
-
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
 
@@ -19,8 +17,8 @@ _FALSE = ('false', 'f', 'no', 'n', '0')
 def str2bool(x) -> bool:
     """Parse a boolean flag strictly: true/false, yes/no, 1/0 (any case); anything else is an error.
 
-    The official ``x.lower() in ('true')`` is a substring test that reads 'ture' or 'rue' as
-    True and every typo of 'true' as False.
+    The official ``x.lower() in ('true')`` is a substring test of the string 'true': it reads
+    'rue', 'tr' or an empty string as True and every other word, typos of 'true' included, as False.
     """
     if isinstance(x, bool):
         return x
@@ -47,41 +45,32 @@ def tensor2numpy(x) -> np.ndarray:
     return np.asarray(x.numpy() if hasattr(x, 'numpy') else x).transpose(1, 2, 0)
 
 
-def RGB2BGR(x: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(x, cv2.COLOR_RGB2BGR)
-
-
 def cam(x: np.ndarray, size: int = 256) -> np.ndarray:
-    """Heatmap H×W(×1) → size×size×3 BGR JET colour map in [0, 1] (min–max normalised, as official)."""
+    """Heatmap H×W(×1) → size×size×3 RGB uint8 JET colour map (min–max normalised, as official)."""
     x = np.asarray(x, np.float32).squeeze()
     x = x - np.min(x)
     peak = np.max(x)
     cam_img = np.uint8(255 * (x / peak if peak > 0 else x))
     cam_img = cv2.resize(cam_img, (size, size))
-    return cv2.applyColorMap(cam_img, cv2.COLORMAP_JET) / 255.0
+    return cv2.cvtColor(cv2.applyColorMap(cam_img, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
-def to_bgr_tile(image) -> np.ndarray:
-    """A generator output or input C×H×W in [-1, 1] → H×W×3 BGR float in [0, 1]."""
-    x = np.clip(tensor2numpy(denorm(image)), 0, 1).astype(np.float32)
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    return RGB2BGR(x)
+def to_rgb_tile(image) -> np.ndarray:
+    """A generator input or output C×H×W in [-1, 1] → H×W×3 RGB uint8 (grey repeated)."""
+    x = np.clip(tensor2numpy(denorm(image)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x
 
 
 def translation_strip(real, identity, identity_heatmap, fake, fake_heatmap, cycle, cycle_heatmap,
                       img_size: int) -> np.ndarray:
-    """The official 7-tile column: real, CAM, identity, CAM, translation, CAM, cycle (BGR, [0, 1]).
+    """The official 7-tile column: real, CAM, identity, CAM, translation, CAM, cycle (RGB uint8).
 
     A missing heatmap (a generator without CAM) is a black tile.
     """
     def heat(h):
-        return np.zeros((img_size, img_size, 3)) if h is None else cam(tensor2numpy(h), img_size)
-    return np.concatenate([
-        to_bgr_tile(real),
-        heat(identity_heatmap), to_bgr_tile(identity),
-        heat(fake_heatmap), to_bgr_tile(fake),
-        heat(cycle_heatmap), to_bgr_tile(cycle)], axis=0)
+        return np.zeros((img_size, img_size, 3), np.uint8) if h is None else cam(tensor2numpy(h), img_size)
+    return np.concatenate([to_rgb_tile(real), heat(identity_heatmap), to_rgb_tile(identity),
+                           heat(fake_heatmap), to_rgb_tile(fake), heat(cycle_heatmap), to_rgb_tile(cycle)], axis=0)
 
 
 @contextlib.contextmanager
@@ -89,8 +78,9 @@ def atomic_path(path: str):
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
 
     A crash at any moment leaves the old file or the new one, never a mix: the temporary file
-    (same folder) is fsynced, renamed over ``path`` (atomic on POSIX), and the folder fsynced so
-    the rename itself is durable. On an exception the temporary file is removed.
+    (``.<name>.<random>.tmp`` in the same folder) is fsynced, renamed over ``path`` (atomic on
+    POSIX), and the folder fsynced so the rename itself is durable. On an exception the temporary
+    file is removed; one left by a killed process is removed at the next training start.
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -119,13 +109,3 @@ def atomic_write(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(data)
-
-
-def write_image(path: str, bgr01: np.ndarray) -> None:
-    """Write a BGR float image in [0, 1] as 8-bit, the format given by the extension."""
-    ext = os.path.splitext(path)[1] or '.png'
-    ok, buf = cv2.imencode(ext, np.clip(bgr01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if not ok:
-        raise OSError(f'could not encode image for {path}')
-    with open(path, 'wb') as f:
-        f.write(buf.tobytes())

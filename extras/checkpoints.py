@@ -1,23 +1,30 @@
-"""Checkpoint files: atomic writes, discovery, validation, fallback and pruning.
+"""Checkpoint files: atomic writes, discovery, validation, fallback, pruning, one trainer per run.
 
-A checkpoint is one ``paddle.save``'d dict (see ``UGATIT.save``) at
+A checkpoint is one pickled dict (see ``UGATIT.save``, readable by ``paddle.load``) at
 ``<result_dir>/<dataset>/model/<dataset>_params_%07d.pdparams`` (the official naming) or the rolling
 ``<dataset>_params_latest.pdparams``. Each has a small JSON sidecar ``<file>.json`` with its step,
 byte size and architecture, written after the checkpoint itself: it orders checkpoints without
-reading gigabytes and detects a truncated file by its size.
+reading gigabytes, tells the architecture to test/eval/infer/export, and detects a truncated file.
 
-Writes go to a temporary file that is fsynced and renamed over the target, so a crash or
-SIGKILL at any moment leaves the previous checkpoint intact.
+Writes go to a temporary file that is fsynced and renamed over the target, so a crash or SIGKILL at
+any moment leaves the previous checkpoint intact. What can and cannot be read:
+* corrupt (truncated, garbage): skipped with a warning, the previous checkpoint is used;
+* unreadable (permissions, I/O errors): an error, never skipped: the file is fine and would be
+  overwritten by the next save of a run that fell back past it;
+* checkpoint files exist but none loads: an error, never a silent start from step 1.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import pickle
 import re
 import shutil
+import socket
+import time
 from typing import Iterator
 
 import paddle
@@ -27,14 +34,20 @@ from utils import atomic_path, atomic_write
 log = logging.getLogger('ugatit')
 
 FORMAT = 'ugatit-paddle/1'
+LOCK_FILE = '.train.lock'
+_TEMPORARY = re.compile(r'^\..+\.[^.]+\.tmp$')          # utils.atomic_path's '.<name>.<random>.tmp'
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read, with what to do about it."""
 
 
+class CheckpointUnreadable(CheckpointError):
+    """A checkpoint file that exists but cannot be read (permissions, I/O): not corrupt."""
+
+
 class ArchitectureMismatch(CheckpointError):
-    """A checkpoint built with other network arguments than the current ones."""
+    """A checkpoint built with other network arguments than the ones given."""
 
 
 def checkpoint_name(dataset: str, step: int | None) -> str:
@@ -46,7 +59,7 @@ def sidecar(path: str) -> str:
     return path + '.json'
 
 
-def _read_sidecar(path: str) -> dict | None:
+def read_sidecar(path: str) -> dict | None:
     try:
         with open(sidecar(path)) as f:
             return json.load(f)
@@ -64,17 +77,12 @@ def list_checkpoints(model_dir: str, dataset: str) -> list[str]:
 
 
 def _step_of(path: str) -> int:
-    """The step of a checkpoint: from its sidecar, its name, or (last resort) its contents."""
-    meta = _read_sidecar(path)
+    """The step of a checkpoint: from its sidecar, else its name; -1 (sorted last) if neither says."""
+    meta = read_sidecar(path)
     if meta and 'step' in meta:
         return int(meta['step'])
     match = re.search(r'_params_(\d+)\.pdparams$', path)
-    if match:
-        return int(match.group(1))
-    try:
-        return int(paddle.load(path).get('step', -1))
-    except Exception:                               # unreadable: sorted last, reported when loaded
-        return -1
+    return int(match.group(1)) if match else -1
 
 
 def candidates(model_dir: str, dataset: str) -> list[tuple[int, str]]:
@@ -116,26 +124,32 @@ def write_checkpoint(path: str, state: dict) -> int:
             with open(tmp, 'wb') as f:
                 _TensorStreamPickler(f).dump(state)
             size = os.path.getsize(tmp)
-        meta = {'format': FORMAT, 'step': int(state.get('step', 0)), 'bytes': size,
-                'arch': state.get('arch')}
+        meta = {'format': FORMAT, 'step': int(state.get('step', 0)), 'bytes': size, 'arch': state.get('arch')}
         atomic_write(sidecar(path), json.dumps(meta, indent=1).encode())
     except OSError as e:
-        reason = 'no space left on the device' if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise CheckpointError(f'could not write checkpoint {path}: {reason}; the previous checkpoint is '
+        raise CheckpointError(f'could not write checkpoint {path}: {os_reason(e)}; the previous checkpoint is '
                               f'intact: free space or fix permissions, then continue with --resume True') from None
     return size
 
 
-def read_checkpoint(path: str) -> dict:
-    """Load a checkpoint, checking it is whole: its size against the sidecar, its keys.
+def os_reason(error: OSError) -> str:
+    return 'no space left on the device' if error.errno == errno.ENOSPC else (error.strerror or str(error))
 
-    Raises ``CheckpointError`` naming the file when it is truncated or corrupt.
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint, checking it is whole: its size against the sidecar, its type.
+
+    Raises ``CheckpointUnreadable`` when the file cannot be read and ``CheckpointError`` naming the
+    file when it is truncated or corrupt.
     """
-    meta = _read_sidecar(path)
+    meta = read_sidecar(path)
     try:
         size = os.path.getsize(path)
+        with open(path, 'rb'):
+            pass
     except OSError as e:
-        raise CheckpointError(f'cannot read checkpoint {path}: {e.strerror}') from None
+        raise CheckpointUnreadable(f'cannot read checkpoint {path}: {e.strerror}: fix its permissions '
+                                   f'(it is not corrupt, so nothing falls back past it)') from None
     if meta and 'bytes' in meta and meta['bytes'] != size:
         raise CheckpointError(f'checkpoint {path} is truncated ({size} of {meta["bytes"]} bytes)')
     try:
@@ -147,13 +161,47 @@ def read_checkpoint(path: str) -> dict:
     return state
 
 
-def iter_valid(model_dir: str, dataset: str) -> Iterator[tuple[str, dict]]:
-    """(path, state) of the checkpoints that load, newest first; warns about each one that does not."""
+def loadable(model_dir: str, dataset: str) -> Iterator[tuple[str, dict]]:
+    """(path, state) of the checkpoints that load, newest first.
+
+    A corrupt one is skipped with a warning; an unreadable one stops (``CheckpointUnreadable``);
+    when checkpoint files exist and none loads, ``CheckpointError`` says so instead of the caller
+    starting over.
+    """
+    problems = []
     for _, path in candidates(model_dir, dataset):
         try:
-            yield path, read_checkpoint(path)
+            state = read_checkpoint(path)
+        except CheckpointUnreadable:
+            raise
         except CheckpointError as e:
             log.warning('%s: falling back to the previous checkpoint', e)
+            problems.append(str(e))
+            continue
+        yield path, state
+    if problems:
+        raise CheckpointError(f'none of the {len(problems)} checkpoints in {model_dir} loads ({problems[0]}'
+                              + (f' and {len(problems) - 1} more' if len(problems) > 1 else '')
+                              + '): move them away to start over, or use another --result_dir')
+
+
+def saved_architecture(model_dir: str, dataset: str) -> tuple[str, dict] | None:
+    """(path, arch) of the newest checkpoint, from its sidecar (its state for older files without
+    one), or None when there is no checkpoint."""
+    for _, path in candidates(model_dir, dataset):
+        meta = read_sidecar(path)
+        if meta and meta.get('arch'):
+            return path, meta['arch']
+        for path, state in loadable(model_dir, dataset):
+            return path, state.get('arch') or {}
+    return None
+
+
+def weights_id(path: str) -> str:
+    """Which weights a file holds now: its step, size and modification time (``latest`` keeps its
+    name from save to save, so the name alone does not say)."""
+    stat = os.stat(path)
+    return f'{_step_of(path)}:{stat.st_size}:{stat.st_mtime_ns}'
 
 
 def prune(model_dir: str, dataset: str, keep: int) -> list[str]:
@@ -196,7 +244,58 @@ def check_architecture(path: str, saved: dict | None, current: dict) -> None:
                  for k in current if k in saved and saved[k] != current[k]]
     if differing:
         raise ArchitectureMismatch(f'{path} was trained with other network arguments: ' + '; '.join(differing)
-                                   + ': pass the checkpoint\'s values or another --result_dir')
+                                   + ': drop these flags (the checkpoint sets them) or use another --result_dir')
+
+
+def remove_stale_temporaries(*folders: str) -> list[str]:
+    """Delete the temporary files that a process killed during an atomic write left behind
+    (``.<name>.<random>.tmp``, up to the size of a checkpoint each); returns what was removed."""
+    removed = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if _TEMPORARY.match(name) and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+class RunLock:
+    """One trainer per run folder: an exclusive ``flock`` on ``<folder>/.train.lock``, released by the
+    kernel when the process ends however it ends, so a lock left by a dead process is free again.
+    The file names the holder (PID, host, start time) for the message a second trainer gets."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK_FILE)
+        self.fd = None
+
+    def acquire(self) -> RunLock:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode(errors='replace').strip() or 'another process'
+            os.close(fd)
+            raise CheckpointError(f'{os.path.dirname(self.path)} is in use by a trainer ({holder}): wait for it '
+                                  f'to stop, or use another --result_dir') from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f'PID {os.getpid()} on {socket.gethostname()}, since {time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)                 # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def portable_optimizer_state(optim, names: dict[str, str]) -> dict:
@@ -218,13 +317,3 @@ def load_portable_optimizer_state(optim, state: dict, names: dict[str, str]) -> 
 def _rename(key: str, names: dict[str, str]) -> str:
     owner = max((n for n in names if key.startswith(n + '_')), key=len, default=None)
     return key if owner is None else names[owner] + key[len(owner):]
-
-
-def all_finite(tensors) -> bool:
-    """True when no element of ``tensors`` is NaN or ±inf (one reduction, one sync)."""
-    tensors = [t for t in tensors if t is not None]
-    if not tensors:
-        return True
-    # Any NaN or ±inf makes the sum NaN or ±inf (finite values could only overflow at ~1e38).
-    total = paddle.add_n([t.astype('float32').sum().reshape([]) for t in tensors])
-    return bool(paddle.isfinite(total))

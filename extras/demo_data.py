@@ -17,7 +17,7 @@ Layout written by :func:`build_demo_dataset`::
     <root>/<name>/testB/<stem>.png   cartoonize() of testA/<stem>.png (paired by stem)
     <root>/<name>/README.md, build_info.json
 
-Command line: ``python demo_data.py [--root dataset] [--size 128] [--force]``
+Command line: ``python -m extras.demo_data [--root dataset] [--size 128] [--force]``
 prints the dataset folder.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from dataset import find_images, load_image, output_stem, resize, write_image
+
+log = logging.getLogger('ugatit')
 
 # Colour photos bundled in the scikit-image wheel. Left out on purpose:
 # hubble_deep_field.jpg (crops are nearly all black), color.png/phantom.png/
@@ -51,7 +56,6 @@ SOURCE_IMAGES: tuple[str, ...] = (
 )
 
 DOMAINS: tuple[str, ...] = ('trainA', 'trainB', 'testA', 'testB')
-IMAGE_EXTENSIONS: tuple[str, ...] = ('.png', '.jpg', '.jpeg', '.bmp')
 BUILD_INFO_FILE = 'build_info.json'
 # Bump when crops or the filter change, so old builds are not reused.
 FORMAT_VERSION = 1
@@ -160,20 +164,6 @@ def skimage_data_dir() -> Path:
     return Path(skimage.data.__file__).resolve().parent
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (OpenCV reads BGR; alpha is dropped)."""
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f'cannot read image {path}')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb_png(path: str | os.PathLike, img_rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG (converted to OpenCV's BGR order)."""
-    if not cv2.imwrite(os.fspath(path), cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f'cannot write image {path}')
-
-
 def load_source_photos() -> dict[str, np.ndarray]:
     """Load SOURCE_IMAGES from the scikit-image data folder, keyed by stem."""
     folder = skimage_data_dir()
@@ -183,7 +173,7 @@ def load_source_photos() -> dict[str, np.ndarray]:
         if not path.is_file():
             raise FileNotFoundError(
                 f'{path} is missing: the scikit-image wheel should bundle it')
-        photos[Path(filename).stem] = read_rgb(path)
+        photos[Path(filename).stem] = load_image(str(path))
     return photos
 
 
@@ -292,9 +282,9 @@ def _write_domain_images(photos: dict[str, np.ndarray], specs: list[CropSpec],
         stem = f'{prefix}{index:04d}_{spec.source}'
         crop = render_crop(photos, spec, size)
         if folder_a is not None:
-            write_rgb_png(folder_a / f'{stem}.png', crop)
+            write_image(str(folder_a / f'{stem}.png'), crop)
         if folder_b is not None:
-            write_rgb_png(folder_b / f'{stem}.png', cartoonize(crop))
+            write_image(str(folder_b / f'{stem}.png'), cartoonize(crop))
 
 
 def _readme_text(name: str, size: int, n_train: int, n_test: int, seed: int,
@@ -409,54 +399,72 @@ def build_demo_dataset(root: str = 'dataset', name: str = 'demo', size: int = 12
 # Evaluation
 # --------------------------------------------------------------------------
 
-def _images_by_stem(folder: str) -> dict[str, Path]:
-    """Map file stem -> path for the image files directly inside `folder`."""
-    path = Path(folder)
-    if not path.is_dir():
+def _images_by_stem(folder: str) -> dict[str, str]:
+    """{output stem: path} of the images under ``folder`` (``dataset.output_stem``: nested files as
+    'sub__name', the names test and infer give their translations)."""
+    if not os.path.isdir(folder):
         raise FileNotFoundError(f'image folder not found: {folder}')
-    images: dict[str, Path] = {}
-    for file in sorted(path.iterdir()):
-        if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
-            if file.stem in images:
-                raise ValueError(
-                    f'{folder} has two images with stem {file.stem!r}: '
-                    f'{images[file.stem].name} and {file.name}')
-            images[file.stem] = file
-    return images
-
-
-def _resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize to (height, width): INTER_AREA to shrink, INTER_LINEAR to enlarge."""
-    if img.shape[:2] == (height, width):
-        return img
-    shrinking = img.shape[0] * img.shape[1] > height * width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(img, (width, height), interpolation=interpolation)
+    return {output_stem(path, folder): path for path in find_images(folder)}
 
 
 def translation_error(pred_dir: str, gt_dir: str) -> float:
-    """Mean absolute error, in [0, 1] pixel units, between same-stem images.
+    """Mean absolute error, in [0, 1] pixel units, between images of the same stem.
 
-    For each stem present in both folders (e.g. pred_dir/x.png vs
-    gt_dir/x.png; any of .png .jpg .jpeg .bmp), the prediction is resized to
-    the ground-truth size if needed and err = mean(|pred - gt|) / 255 over all
-    pixels and RGB channels; the result is the mean of err over stems (each
-    image weighs the same). Stems present in only one folder are ignored.
-    Raises ValueError naming both folders if they share no stem.
+    For each stem present in both folders, the prediction is resized to the ground-truth size if
+    needed and err = mean(|pred − gt|) / 255 over all pixels and channels; the result is the mean of
+    err over stems (each image weighs the same). Raises ValueError naming both folders if they share
+    no stem.
     """
-    predictions = _images_by_stem(pred_dir)
-    ground_truths = _images_by_stem(gt_dir)
+    predictions, ground_truths = _images_by_stem(pred_dir), _images_by_stem(gt_dir)
     common = sorted(predictions.keys() & ground_truths.keys())
     if not common:
-        raise ValueError(
-            f'no image file stems in common between {pred_dir!r} '
-            f'({len(predictions)} images) and {gt_dir!r} ({len(ground_truths)} images)')
+        raise ValueError(f'no image file stems in common between {pred_dir!r} ({len(predictions)} images) '
+                         f'and {gt_dir!r} ({len(ground_truths)} images)')
     errors = []
     for stem in common:
-        gt = read_rgb(ground_truths[stem]).astype(np.float64)
-        pred = _resize_to(read_rgb(predictions[stem]), *gt.shape[:2]).astype(np.float64)
+        gt = load_image(ground_truths[stem]).astype(np.float64)
+        pred = resize(load_image(predictions[stem]), *gt.shape[:2]).astype(np.float64)
         errors.append(np.mean(np.abs(pred - gt)) / 255.0)
     return float(np.mean(errors))
+
+
+def demo_errors(test_dir: str, data: str, untrained_dir: str | None = None) -> dict:
+    """How close the demo's translations are to the ground truth (testB/x is the exact A→B translation
+    of testA/x): mean |pixel| error in [0, 1] of the trained model, of an untrained one (its
+    translations in ``untrained_dir``) and of the identity."""
+    return {'trained': translation_error(os.path.join(test_dir, 'A2B'), os.path.join(data, 'testB')),
+            'B2A': translation_error(os.path.join(test_dir, 'B2A'), os.path.join(data, 'testA')),
+            'untrained': None if untrained_dir is None else translation_error(untrained_dir, os.path.join(data, 'testB')),
+            'identity_baseline': translation_error(os.path.join(data, 'testA'), os.path.join(data, 'testB'))}
+
+
+def run_demo(gan, args) -> dict | None:
+    """``python main.py --demo``: build the dataset if needed, translate testA with the untrained model,
+    train, test, and log (and save as demo_error.json) how close the translations come to the ground
+    truth. Returns the errors (rank 0, unless a signal stopped training)."""
+    from dataset import ImageFolder
+    from extras.distributed import barrier, rank
+    from utils import check_folder
+    if rank() == 0:
+        log.info('demo dataset: %s', build_demo_dataset(root=args.data_root, name=args.dataset))
+    barrier()                                    # the other ranks wait for rank 0's build
+    data = os.path.join(args.data_root, args.dataset)
+    untrained = None
+    if rank() == 0 and not args.resume:
+        untrained = check_folder(os.path.join(gan.out_dir, 'untrained', 'A2B'))
+        gan.translate_folder(ImageFolder(os.path.join(data, 'testA'), args.img_size, channels=args.img_ch), 'A2B',
+                             untrained)
+    gan.train()
+    if rank() != 0 or gan.stop_reason is not None:
+        return None
+    errors = {**demo_errors(gan.test(), data, untrained), 'iteration': args.iteration}
+    with open(os.path.join(gan.out_dir, 'demo_error.json'), 'w') as f:
+        json.dump(errors, f, indent=1)
+    log.info('demo A2B error vs ground truth (mean |pixel| in [0,1]): untrained %s, trained %.4f, identity baseline '
+             '%.4f', 'n/a' if untrained is None else f'{errors["untrained"]:.4f}', errors['trained'],
+             errors['identity_baseline'])
+    log.info('results: sample grids in %s, test strips and translations in %s', gan.img_dir, gan.test_dir)
+    return errors
 
 
 def main(argv: list[str] | None = None) -> None:
