@@ -1,0 +1,221 @@
+"""Official weights → this port's checkpoints: the PyTorch code's (znxlwm/UGATIT-pytorch, read without
+torch) and the authors' TensorFlow release (taki0112/UGATIT, read without TensorFlow).
+
+PyTorch. An official checkpoint is ``torch.save({'genA2B': state_dict, ..., 'disLB': state_dict})``
+(``.npz`` of ``<network>/<name>`` arrays accepted too). The sub-layer names of networks.py are the
+official ones, so every key maps to itself. Layouts: Paddle stores a Linear weight [in, out], torch
+[out, in]: every Linear weight (found by name, since square ones would pass a shape check
+untransposed) is transposed. Spectral norm: torch's ``weight_orig``/``weight_u``/``weight_v`` are
+Paddle's parameter and buffers of the same names and conventions, so u/v carry over unchanged.
+Every key and shape is checked: a missing, extra or mis-shaped entry is an error listing all of them.
+The converted checkpoint holds the six networks, the step and the architecture, and no optimizer
+state: ``--resume`` continues from it with fresh Adam moments, as the official resume does.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+import zipfile
+from typing import Mapping
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from extras import checkpoints as ckpt
+from extras.torch_file import read_torch_file
+from networks import NETWORKS
+from UGATIT import build_network
+
+DEFAULT_LIGHT_IMG_SIZE = 256   # the light model's shapes do not depend on the image size
+DEFAULT_ARCH = dict(arch='pytorch', norm='adalin', cam_g=True, cam_d=True, self_attn='none', smoothing=False)
+
+# torch.nn.utils.parametrizations.spectral_norm (torch >= 1.13) names the same tensors differently.
+_PARAMETRIZATION_NAMES = (('.parametrizations.weight.original', '.weight_orig'),
+                          ('.parametrizations.weight.0._u', '.weight_u'),
+                          ('.parametrizations.weight.0._v', '.weight_v'))
+
+
+class ConversionError(ValueError):
+    """Official weights that do not fit our networks, with every offending entry listed."""
+
+
+# --------------------------------------------------------------------------- #
+# One network
+# --------------------------------------------------------------------------- #
+def linear_weight_keys(layer: nn.Layer) -> set[str]:
+    """State-dict keys of every Linear weight of ``layer`` (``weight``, or ``weight_orig`` under SN)."""
+    keys = set()
+    for name, sub in layer.named_sublayers():
+        if isinstance(sub, nn.Linear):
+            for param in ('weight', 'weight_orig'):
+                if param in sub._parameters:
+                    keys.add(f'{name}.{param}')
+    return keys
+
+
+def _numpy_dtype(tensor: paddle.Tensor) -> np.dtype:
+    return np.dtype(str(tensor.dtype).replace('paddle.', ''))
+
+
+def convert_state_dict(torch_state: Mapping[str, np.ndarray], layer: nn.Layer, name: str = '') -> dict:
+    """Map an official state dict (name → array, torch layout) onto ``layer``; returns name → array.
+
+    The result has exactly the keys of ``layer.state_dict()``, Linear weights transposed to
+    [in, out], each array in the layer's dtype and shape. Raises ``ConversionError`` listing
+    every missing, extra and mis-shaped entry.
+    """
+    state = {}
+    for key, value in torch_state.items():
+        for old, new in _PARAMETRIZATION_NAMES:
+            if key.endswith(old):
+                key = key[:-len(old)] + new
+        state[key] = value
+    target = layer.state_dict()
+    linear = linear_weight_keys(layer)
+    missing = [k for k in target if k not in state]
+    extra = [k for k in state if k not in target]
+    misshaped, converted = [], {}
+    for key, tensor in target.items():
+        if key not in state:
+            continue
+        value = np.asarray(state[key])
+        if key in linear:
+            value = value.T if value.ndim == 2 else value      # [out, in] → [in, out]
+        expected = tuple(tensor.shape)
+        if value.shape != expected:
+            layout = ' after transposing the Linear weight' if key in linear else ''
+            misshaped.append(f'{key}: official {tuple(np.asarray(state[key]).shape)}{layout} '
+                             f'gives {value.shape}, ours is {expected}')
+            continue
+        converted[key] = np.ascontiguousarray(value, dtype=_numpy_dtype(tensor))
+    problems = ([f'missing {k}' for k in missing] + [f'extra {k}' for k in extra]
+                + [f'mis-shaped {p}' for p in misshaped])
+    if problems:
+        where = f'{name}: ' if name else ''
+        raise ConversionError(f'{where}the official weights do not fit our network '
+                              f'({len(problems)} problem{"s" * (len(problems) > 1)}):\n  ' + '\n  '.join(problems))
+    assert len(converted) == len(target)
+    return converted
+
+
+def load_converted(layer: nn.Layer, converted: Mapping[str, np.ndarray], name: str = '') -> None:
+    """``layer.set_state_dict(converted)``, then check that every value landed.
+
+    Paddle's set_state_dict only warns about missing or mis-shaped keys and keeps the old
+    values, so its (missing, unexpected) result and the values themselves are checked.
+    """
+    missing, unexpected = layer.set_state_dict(dict(converted))
+    if missing or unexpected:
+        raise ConversionError(f'{name}: set_state_dict left missing {list(missing)}, unexpected {list(unexpected)}')
+    differing = [k for k, v in layer.state_dict().items() if not np.array_equal(v.numpy(), converted[k])]
+    if differing:
+        raise ConversionError(f'{name}: values not loaded for {differing}')
+
+
+# --------------------------------------------------------------------------- #
+# Reading official checkpoints
+# --------------------------------------------------------------------------- #
+def read_official(path: str) -> dict:
+    """{network: {name: array}} from an official ``.pt`` (read without torch) or a ``.npz``."""
+    if path.endswith('.npz'):
+        with np.load(path, allow_pickle=False) as data:
+            nets = {}
+            for key in data.files:
+                net, sep, param = key.partition('/')
+                if not sep:
+                    net, _, param = key.partition('.')
+                nets.setdefault(net, {})[param] = data[key]
+    else:
+        try:
+            state = read_torch_file(path)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise ConversionError(f'{path} is not a readable torch checkpoint: {e}') from None
+        if not isinstance(state, Mapping):
+            raise ConversionError(f'{path} holds a {type(state).__name__}, not a dict of state dicts')
+        nets = {net: dict(sd) if isinstance(sd, Mapping) else sd for net, sd in state.items()}
+    unknown = sorted(set(nets) - set(NETWORKS))
+    absent = [n for n in NETWORKS if n not in nets]
+    if unknown or absent:
+        raise ConversionError(f'{path} is not an official U-GAT-IT checkpoint: '
+                              + '; '.join(s for s in (f'missing networks {absent}' if absent else '',
+                                                      f'unknown entries {unknown}' if unknown else '') if s))
+    return nets
+
+
+# --------------------------------------------------------------------------- #
+# The architecture, from the shapes
+# --------------------------------------------------------------------------- #
+def infer_arch(official: dict, img_size: int | None = None) -> dict:
+    """``--light``, ``--ch``, ``--n_res``, ``--n_dis``, ``--img_ch`` and ``--img_size`` of official weights.
+
+    ch and img_ch come from the first convolution (DownBlock.1: [ch, img_ch, 7, 7]), light from
+    FC.0 (light: [4ch, 4ch]; full: [4ch, (img_size/4)²·4ch], which also gives img_size), n_res
+    from the UpBlock1_* count and n_dis from the global discriminator's depth (n_dis
+    spectral-norm convolutions). A light model's shapes do not depend on the image size:
+    it is ``img_size`` (default 256).
+    """
+    gen = official['genA2B']
+    try:
+        ch, img_ch = (int(d) for d in np.shape(gen['DownBlock.1.weight'])[:2])
+        dim, fc_in = (int(d) for d in np.shape(gen['FC.0.weight']))
+    except KeyError as e:
+        raise ConversionError(f'genA2B has no {e}: not an official U-GAT-IT generator') from None
+    if dim != 4 * ch:
+        raise ConversionError(f'genA2B: FC.0 has {dim} outputs, expected 4·ch = {4 * ch}')
+    light = fc_in == dim
+    if light:
+        size = DEFAULT_LIGHT_IMG_SIZE if img_size is None else img_size
+    else:
+        side = math.isqrt(fc_in // dim)
+        if side * side * dim != fc_in:
+            raise ConversionError(f'genA2B: FC.0 sees {fc_in} values, not (img_size/4)²·{dim}')
+        size = 4 * side
+        if img_size is not None and img_size != size:
+            raise ConversionError(f'--img_size {img_size}, but this full model was trained at {size} px '
+                                  f'(its FC.0 sees {fc_in} = {side}·{side}·{dim} values)')
+    n_res = sum(1 for k in gen if re.fullmatch(r'UpBlock1_\d+\.conv1\.weight', k))
+    depth = {net: sum(1 for k in official[net] if re.fullmatch(r'model\.\d+\.weight_orig', k))
+             for net in ('disGA', 'disLA')}
+    n_dis = depth['disGA']            # global D: n_dis + 1 layers, n_dis SN convolutions in .model
+    if depth['disLA'] != n_dis - 2:
+        raise ConversionError(f'the local discriminator has {depth["disLA"] + 1} layers and the global one '
+                              f'{n_dis + 1}: this port builds them with n_dis − 1 and n_dis + 1 (official: 5, 7)')
+    return dict(DEFAULT_ARCH, light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch)
+
+
+# --------------------------------------------------------------------------- #
+# A whole checkpoint
+# --------------------------------------------------------------------------- #
+_OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')
+
+
+def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: int | None = None,
+                       dataset: str | None = None) -> tuple[str, dict]:
+    """Convert the official checkpoint ``src`` and write ours; returns (written path, arch)."""
+
+    match = _OFFICIAL_NAME.match(os.path.basename(src))
+    if step is None:
+        if not match or match.group('step') == 'latest':
+            raise ConversionError(f'cannot read the step from the name {os.path.basename(src)!r} '
+                                  f'(official: <dataset>_params_%07d.pt): pass --step')
+        step = int(match.group('step'))
+    if not dst.endswith('.pdparams'):                 # a folder
+        dataset = dataset or (match.group('dataset') if match else None)
+        if not dataset:
+            raise ConversionError('--dst is a folder: pass --dataset to name the file')
+        dst = os.path.join(dst, ckpt.checkpoint_name(dataset, step))
+
+    official = read_official(src)
+    arch = infer_arch(official, img_size)
+    state = {}
+    for name in NETWORKS:
+        net = build_network(name, arch)
+        load_converted(net, convert_state_dict(official.pop(name), net, name), name)
+        state[name] = net.state_dict()
+    state.update(format=ckpt.FORMAT, step=int(step), arch=arch, converted_from=os.path.basename(src))
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    ckpt.write_checkpoint(dst, state)
+    return dst, arch
