@@ -480,9 +480,9 @@ class UGATIT:
             path = os.path.join(self.img_dir, f'{direction}_{step:07d}.png')
             try:
                 write_image(path, grids[direction])
-            except OSError as e:
-                raise CheckpointError(f'could not write {path}: {ckpt.os_reason(e)}; the checkpoints in '
-                                      f'{self.model_dir} are intact: free space, then --resume True') from None
+            except OSError as e:                   # save the step first (if the disk takes it), then stop
+                raise CheckpointError(f'could not write {path}: {ckpt.os_reason(e)}; step {step} is saved in '
+                                      f'{self.save_latest(step)}: free space, then --resume True') from None
         self.set_mode(True, ('genA2B', 'genB2A'))
         return grids
 

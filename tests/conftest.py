@@ -1,17 +1,25 @@
-"""Shared fixtures: tiny configurations that run in seconds on 2 CPU cores."""
+"""Shared helpers and fixtures: tiny configurations that run in seconds on 2 CPU cores.
+
+Tests marked ``slow`` (process launches, the notebook, the full demo) run only with ``-m slow``;
+.ci/run runs both sets.
+"""
 import logging
 import os
 
+import numpy as np
 import paddle
 import pytest
 
 from main import parse_args
 
 paddle.set_device('cpu')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 
 # The smallest configuration the discriminators accept: 96 px (global D), ch 4.
 TINY = ['--light', 'True', '--ch', '4', '--n_res', '1', '--img_size', '96', '--device', 'cpu',
         '--num_workers', '0', '--seed', '0']
+NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 
 
 def tiny_argv(result_dir, data_root, *extra: str, dataset: str = 'tiny') -> list[str]:
@@ -24,17 +32,45 @@ def tiny_args(tmp_path, *extra: str, dataset: str = 'tiny', data_root=None):
     return parse_args(tiny_argv(tmp_path / 'results', data_root or tmp_path / 'data', *extra, dataset=dataset))
 
 
+def build(tmp_path, *extra: str):
+    """A tiny UGATIT with its model built (no data needed)."""
+    from UGATIT import UGATIT
+    gan = UGATIT(tiny_args(tmp_path, *extra))
+    gan.build_model()
+    return gan
+
+
+def cli(tmp_path, data_root, *extra: str) -> str:
+    """Run main.py's command line on the tiny model; returns the run folder <result_dir>/tiny."""
+    import main
+    main.main(tiny_argv(tmp_path / 'results', data_root, *extra))
+    return tmp_path / 'results' / 'tiny'
+
+
+def batch(seed: int, n: int = 1, size: int = 96) -> paddle.Tensor:
+    return paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, (n, 3, size, size)).astype('float32'))
+
+
+def snapshot(gan) -> dict:
+    """Every parameter and buffer of the six networks, as numpy copies keyed '<net>.<name>'."""
+    return {f'{name}.{k}': v.numpy().copy() for name, net in gan.networks().items() for k, v in net.state_dict().items()}
+
+
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
-    """A 6+6 train / 3+3 test demo dataset at 48 px (data_root, name)."""
-    from demo_data import build_demo_dataset
+    """A 6+6 train / 3+3 test demo dataset at 48 px (its data_root; the dataset is 'tiny')."""
+    from extras.demo_data import build_demo_dataset
     root = tmp_path_factory.mktemp('data')
     build_demo_dataset(str(root), name='tiny', size=48, n_train=6, n_test=3, seed=1)
     return root
 
 
-# CI installs every optional test dependency (FID weights, paddle2onnx, onnxruntime, nbclient) and
-# sets this: a test that would skip for a missing one fails instead, so CI cannot pass by skipping.
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: launches processes or runs the notebook or full demo (pytest -m slow)')
+
+
+# CI installs every optional test dependency (FID weights, paddle2onnx, onnxruntime, nbclient, the browser)
+# and sets this: a test that would skip for a missing one fails instead, so CI cannot pass by skipping.
 REQUIRE_ALL = os.environ.get('UGATIT_REQUIRE_ALL') == '1'
 
 

@@ -58,7 +58,7 @@ import pytest
 
 import networks
 import UGATIT as ugatit_module
-from convert import convert_state_dict, load_converted
+from extras.convert import convert_state_dict, load_converted
 from main import parse_args
 from networks import ILN, ResnetGenerator
 from UGATIT import UGATIT
@@ -117,10 +117,10 @@ def build_ours(fx: dict, *extra: str) -> UGATIT:
 # --------------------------------------------------------------------------- #
 # Forward
 # --------------------------------------------------------------------------- #
-def forward_errors(config: str, fast_norm: bool = True) -> dict:
+def forward_errors(config: str) -> dict:
     """{'eval/<net>/<output>' | 'power/…' | 'power_sn/<net>' | 'probe/<output>': error}."""
     fx = fixture(config)
-    gan = build_ours(fx, '--fast_norm', str(fast_norm))
+    gan = build_ours(fx)
     x = to_input(fx['forward_images'])
     errors = {}
     for name, net in gan.networks().items():
@@ -137,7 +137,7 @@ def forward_errors(config: str, fast_norm: bool = True) -> dict:
                 errors[f'power_sn/{name}'] = max(float(np.abs(ours[k].numpy() - v).max()) for k, v in uv.items())
     meta = fx['meta']
     probe = ResnetGenerator(3, 3, ngf=meta['ch'], n_blocks=meta['probe']['n_res'],
-                            img_size=meta['probe']['img_size'], light=meta['light'], fast_norm=fast_norm)
+                            img_size=meta['probe']['img_size'], light=meta['light'])
     load_converted(probe, convert_state_dict(group(fx, 'probe/init'), probe, 'probe'), 'probe')
     probe.eval()
     with paddle.no_grad():
@@ -150,10 +150,17 @@ def forward_failures(errors: dict) -> dict:
     return {k: v for k, v in errors.items() if not v < (SN_TOL if k.startswith('power_sn') else FORWARD_TOL)}
 
 
-@pytest.mark.parametrize('fast_norm', [True, False])
+@pytest.fixture(params=['fused', 'formula'])
+def norm(request, monkeypatch):
+    """AdaLIN/LIN as the layers run it, and as the paper's formula written out (the same numbers)."""
+    if request.param == 'formula':
+        monkeypatch.setattr(networks, 'instance_layer_norm', networks.instance_layer_norm_formula)
+    return request.param
+
+
 @pytest.mark.parametrize('config', CONFIGS)
-def test_forward_matches_official(config, fast_norm):
-    errors = forward_errors(config, fast_norm)
+def test_forward_matches_official(config, norm):
+    errors = forward_errors(config)
     assert len(errors) == 6 * 3 + 4 * 4 + 3
     assert not forward_failures(errors), forward_failures(errors)
 
@@ -221,10 +228,12 @@ def clean_training_errors(config: str) -> dict:
     return training_errors(config)
 
 
-@pytest.mark.parametrize('config, speedups', [('light', 'on'), ('full', 'on'), ('light', 'off')])
-def test_training_steps_match_official(config, speedups):
-    """With the defaults, and with the speed option off (--fast_norm False: AdaLIN written out)."""
-    errors = clean_training_errors(config) if speedups == 'on' else training_errors(config, '--fast_norm', 'False')
+@pytest.mark.parametrize('config, norm_kind', [('light', 'fused'), ('full', 'fused'), ('light', 'formula')])
+def test_training_steps_match_official(config, norm_kind, monkeypatch):
+    """As the layers run AdaLIN/LIN, and with the paper's formula written out."""
+    if norm_kind == 'formula':
+        monkeypatch.setattr(networks, 'instance_layer_norm', networks.instance_layer_norm_formula)
+    errors = clean_training_errors(config) if norm_kind == 'fused' else training_errors(config)
     assert {'loss/D_loss', 'loss/G_loss'} <= set(errors)
     assert sum(k.startswith('update1/') for k in errors) == 6
     assert sum(k.startswith('sn3/') for k in errors) == 4
@@ -291,11 +300,8 @@ def test_parity_detects_missing_rho_clipping():
 
 
 def test_parity_detects_biased_variance(monkeypatch):
-    def biased(x, rho, eps, gamma, beta):
-        in_mean, in_var = x.mean(axis=[2, 3], keepdim=True), x.var(axis=[2, 3], keepdim=True, unbiased=False)
-        ln_mean, ln_var = x.mean(axis=[1, 2, 3], keepdim=True), x.var(axis=[1, 2, 3], keepdim=True, unbiased=False)
-        out = rho * (x - in_mean) / paddle.sqrt(in_var + eps) + (1 - rho) * (x - ln_mean) / paddle.sqrt(ln_var + eps)
-        return out * gamma + beta
+    def biased(x, rho, gamma, beta, eps=1e-5, unbiased=True):
+        return networks.instance_layer_norm_formula(x, rho, gamma, beta, eps, unbiased=False)
     monkeypatch.setattr(networks, 'instance_layer_norm', biased)
     failures = forward_failures(forward_errors('light'))
     assert 'probe/out' in failures, failures
@@ -305,8 +311,8 @@ def test_parity_detects_fakes_before_reals(monkeypatch):
     def fakes_first(D, real, fake):
         fake_logit, fake_cam_logit, _ = D(fake)
         real_logit, real_cam_logit, _ = D(real)
-        return (ugatit_module.mse_to(real_logit, 1.0) + ugatit_module.mse_to(fake_logit, 0.0),
-                ugatit_module.mse_to(real_cam_logit, 1.0) + ugatit_module.mse_to(fake_cam_logit, 0.0))
+        return (ugatit_module.mse(real_logit, 1.0) + ugatit_module.mse(fake_logit, 0.0),
+                ugatit_module.mse(real_cam_logit, 1.0) + ugatit_module.mse(fake_cam_logit, 0.0))
     monkeypatch.setattr(ugatit_module, 'd_adv_losses', fakes_first)
     failures = training_failures(training_errors('light'))
     assert {'loss/D_loss', 'sn1/disGA', 'sn1/disLA'} <= set(failures), failures

@@ -1,4 +1,5 @@
-"""Never lose a run: exact resume, clean stop on signals, crash-safe saves, fallbacks, NaN and disk guards."""
+"""Never lose a run: exact resume, one trainer per run, no silent restart, clean stops on signals,
+crash-safe saves, fallbacks that never destroy a readable checkpoint, NaN and disk guards."""
 import errno
 import json
 import math
@@ -13,29 +14,26 @@ import numpy as np
 import paddle
 import pytest
 
-import checkpoint as ckpt
+import dataset
 import main
 import UGATIT as ugatit_module
-from conftest import TINY, tiny_args, tiny_argv
+from conftest import ROOT, TINY, build, cli, tiny_args, tiny_argv
+from extras import checkpoints as ckpt
 from UGATIT import UGATIT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(tmp_path, data_root, *extra):
-    main.main(tiny_argv(tmp_path / 'results', data_root, *extra))
-    return tmp_path / 'results' / 'tiny' / 'model'
+NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 
 
 def flat_state(path):
-    """Every tensor of a checkpoint (networks and optimizers) as numpy, keyed by a path."""
+    """Every tensor of a checkpoint (networks and optimizers) as numpy, keyed by a path; and the state."""
     state = paddle.load(str(path))
-    out = {}
-    for part in ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB', 'G_optim', 'D_optim'):
-        for k, v in state[part].items():
-            if hasattr(v, 'shape'):
-                out[f'{part}/{k}'] = np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
+    out = {f'{part}/{k}': np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
+           for part in NETWORKS + ('G_optim', 'D_optim') for k, v in state[part].items() if hasattr(v, 'shape')}
     return out, state
+
+
+def latest(run):
+    return run / 'model' / 'tiny_params_latest.pdparams'
 
 
 def stop_with_signal_after(monkeypatch, step, signum=signal.SIGTERM):
@@ -50,6 +48,12 @@ def stop_with_signal_after(monkeypatch, step, signum=signal.SIGTERM):
     monkeypatch.setattr(UGATIT, 'train_step', train_step)
 
 
+def one_line_error(excinfo) -> str:
+    message = str(excinfo.value.code)
+    assert message.startswith('error: ') and '\n' not in message, message
+    return message
+
+
 # --------------------------------------------------------------------------- #
 # Exact resume
 # --------------------------------------------------------------------------- #
@@ -60,12 +64,11 @@ def test_resume_is_bit_exact(tmp_path, tiny_data, monkeypatch):
     with monkeypatch.context() as m:
         stop_with_signal_after(m, 2)
         two = cli(tmp_path / 'two', tiny_data, *common)
-    stopped, _ = flat_state(two / 'tiny_params_latest.pdparams')
-    assert paddle.load(str(two / 'tiny_params_latest.pdparams'))['step'] == 2
+    stopped, state = flat_state(latest(two))
+    assert state['step'] == 2
     cli(tmp_path / 'two', tiny_data, *common, '--resume', 'True')
-
-    a, state_a = flat_state(one / 'tiny_params_latest.pdparams')
-    b, state_b = flat_state(two / 'tiny_params_latest.pdparams')
+    a, state_a = flat_state(latest(one))
+    b, state_b = flat_state(latest(two))
     assert state_a['step'] == state_b['step'] == 4
     assert a.keys() == b.keys() and len(a) > 100
     for k in a:
@@ -74,15 +77,105 @@ def test_resume_is_bit_exact(tmp_path, tiny_data, monkeypatch):
     assert any(not np.array_equal(a[k], stopped[k]) for k in a if k.startswith('genA2B'))
 
 
-def test_resume_continues_at_the_next_step(tmp_path, tiny_data, caplog):
-    cli(tmp_path, tiny_data, '--iteration', '2', '--print_freq', '1')
-    cli(tmp_path, tiny_data, '--iteration', '3', '--print_freq', '1', '--resume', 'True')
-    assert 'resumed from' in caplog.text and 'at step 2' in caplog.text
-    assert '[      3/      3]' in caplog.text and '[      2/      3]' not in caplog.text
+def test_resume_takes_the_architecture_from_the_checkpoint(tmp_path, tiny_data, caplog):
+    """--resume True alone continues a run trained with other architecture flags."""
+    cli(tmp_path, tiny_data, '--iteration', '1', '--ch', '8')
+    main.main(['--dataset', 'tiny', '--data_root', str(tiny_data), '--result_dir', str(tmp_path / 'results'),
+               '--device', 'cpu', '--num_workers', '0', '--iteration', '2', '--resume', 'True'])
+    assert 'resumed from' in caplog.text
+    assert paddle.load(str(latest(tmp_path / 'results' / 'tiny')))['arch']['ch'] == 8
+
+
+def test_architecture_flags_that_disagree_are_one_line(tmp_path, tiny_data):
+    cli(tmp_path, tiny_data, '--iteration', '1')
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True', '--ch', '8', '--light', 'False')
+    message = one_line_error(e)
+    assert '--light True (checkpoint) vs False (given)' in message and '--ch 4 (checkpoint) vs 8 (given)' in message
+
+
+def test_weights_without_optimizer_state_resume_with_fresh_adam(tmp_path, tiny_data, caplog):
+    run = cli(tmp_path, tiny_data, '--iteration', '1')
+    state = paddle.load(str(latest(run)))
+    ckpt.write_checkpoint(str(latest(run)), {k: state[k] for k in NETWORKS + ('step', 'arch')})
+    cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True')
+    assert 'holds no optimizer state (converted weights?): Adam starts fresh' in caplog.text
+    assert paddle.load(str(latest(run)))['step'] == 2
 
 
 # --------------------------------------------------------------------------- #
-# Signals: real processes
+# Nothing replaced without being asked
+# --------------------------------------------------------------------------- #
+def test_training_again_without_resume_refuses_to_replace_the_run(tmp_path, tiny_data):
+    run = cli(tmp_path, tiny_data, '--iteration', '3')
+    before = latest(run).read_bytes()
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '10', '--latest_freq', '1')
+    message = one_line_error(e)
+    assert 'holds a run (newest checkpoint: step 3)' in message and '--resume True' in message
+    assert latest(run).read_bytes() == before
+
+
+def test_an_unreadable_checkpoint_stops_resume_and_stays(tmp_path, tiny_data, monkeypatch):
+    """Unreadable (permissions, I/O) is not corrupt: no fallback, no restart, nothing overwritten."""
+    run = cli(tmp_path, tiny_data, '--iteration', '2', '--save_freq', '1')
+    before = {p: p.read_bytes() for p in (run / 'model').iterdir()}
+    real_open = open
+
+    def denied(path, *args, **kwargs):                  # root reads any file: simulate EACCES
+        if str(path).endswith('tiny_params_0000002.pdparams'):     # the newest (preferred to latest at step 2)
+            raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(ckpt, 'open', denied, raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '4', '--resume', 'True')
+    message = one_line_error(e)
+    assert 'cannot read checkpoint' in message and 'Permission denied' in message and 'not corrupt' in message
+    assert {p: p.read_bytes() for p in (run / 'model').iterdir()} == before
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, tiny_data, damage, caplog):
+    run = cli(tmp_path, tiny_data, '--iteration', '3', '--save_freq', '2', '--latest_freq', '100')
+    data = latest(run).read_bytes()
+    latest(run).write_bytes(data[:len(data) // 2] if damage == 'truncate' else b'\0' * len(data))
+    gan = build(tmp_path, '--resume', 'True')
+    assert gan.resume_latest() == 2
+    assert 'tiny_params_latest.pdparams' in caplog.text and 'falling back' in caplog.text
+
+
+def test_no_loadable_checkpoint_left_is_an_error_not_a_restart(tmp_path, tiny_data):
+    run = cli(tmp_path, tiny_data, '--iteration', '1')
+    latest(run).write_bytes(b'\0' * 100)
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '3', '--resume', 'True')
+    assert 'none of the 1 checkpoints' in one_line_error(e) and 'move them away' in str(e.value.code)
+    assert latest(run).read_bytes() == b'\0' * 100
+
+
+def test_one_trainer_per_run_folder(tmp_path, tiny_data):
+    run = tmp_path / 'results' / 'tiny'
+    with ckpt.RunLock(str(run)):                       # another trainer holds the folder
+        with pytest.raises(SystemExit) as e:
+            cli(tmp_path, tiny_data, '--iteration', '1')
+    message = one_line_error(e)
+    assert f'is in use by a trainer (PID {os.getpid()} on ' in message
+    # The lock of a process that ended is free again, whatever its file still says.
+    assert 'PID' in (run / ckpt.LOCK_FILE).read_text()
+    cli(tmp_path, tiny_data, '--iteration', '1')
+    assert latest(run).exists()
+
+
+def test_temporaries_of_a_killed_save_are_removed_at_start(tmp_path, tiny_data, caplog):
+    run = cli(tmp_path, tiny_data, '--iteration', '1')
+    leftover = run / 'model' / '.tiny_params_latest.pdparams.x1y2z3.tmp'
+    leftover.write_bytes(b'half a checkpoint')
+    cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True')
+    assert not leftover.exists() and f'removed {leftover}' in caplog.text
+
+
+# --------------------------------------------------------------------------- #
+# Signals and kills: real processes
 # --------------------------------------------------------------------------- #
 @pytest.fixture
 def training(tmp_path, tiny_data):
@@ -104,8 +197,7 @@ def training(tmp_path, tiny_data):
 
 
 def wait_for_output(proc, needle: str, limit: float = 300) -> str:
-    """The process's output until ``needle`` appears, it exits, or ``limit`` seconds pass
-    (reads without blocking past the deadline, so a silent hang cannot hang the test)."""
+    """The process's output until ``needle`` appears, it exits, or ``limit`` seconds pass."""
     text, deadline, fd = '', time.time() + limit, proc.stdout.fileno()
     while needle not in text:
         ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
@@ -116,6 +208,7 @@ def wait_for_output(proc, needle: str, limit: float = 300) -> str:
     return text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_and_exits_zero(tmp_path, training, signum):
     proc = training('--num_workers', '1')
@@ -124,11 +217,20 @@ def test_signal_saves_and_exits_zero(tmp_path, training, signum):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     name = signal.Signals(signum).name
-    assert f'stopped by {name} at step' in out
     step = int(out.split(f'stopped by {name} at step ')[1].split(':')[0])
-    latest = tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams'
-    assert paddle.load(str(latest))['step'] == step >= 2
+    assert paddle.load(str(latest(tmp_path / 'results' / 'tiny')))['step'] == step >= 2
     assert 'Traceback' not in out
+
+
+@pytest.mark.slow
+def test_a_second_trainer_is_refused_while_the_first_runs(tmp_path, training, tiny_data):
+    proc = training()
+    assert '[      2/' in wait_for_output(proc, '[      2/'), 'training did not start'
+    second = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py')] + tiny_argv(
+        tmp_path / 'results', tiny_data, '--iteration', '5', '--resume', 'True'), cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+    assert second.returncode == 1 and f'in use by a trainer (PID {proc.pid} on ' in second.stderr, second.stderr
+    assert 'Traceback' not in second.stderr
 
 
 SECOND_CTRL_C = r'''
@@ -149,15 +251,15 @@ main.main({argv!r})
 '''
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_without_saving(tmp_path, tiny_data):
     argv = tiny_argv(tmp_path / 'results', tiny_data, '--iteration', '10', '--latest_freq', '100')
     proc = subprocess.run([sys.executable, '-c', SECOND_CTRL_C.format(root=ROOT, argv=argv)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 130, proc.stderr
     assert 'SIGINT received: stopping after this step' in proc.stderr
-    assert 'exiting at once without saving' in proc.stderr
-    assert 'Traceback' not in proc.stderr
-    assert not (tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams').exists()
+    assert 'exiting at once without saving' in proc.stderr and 'Traceback' not in proc.stderr
+    assert not latest(tmp_path / 'results' / 'tiny').exists()
 
 
 KILL_DURING_SAVE = r'''
@@ -169,7 +271,6 @@ from UGATIT import UGATIT
 gan = UGATIT(parse_args({argv!r}))
 gan.build_model()
 gan.save({path!r}, step=1)
-real = utils.os.{where}
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)
 utils.os.{where} = die
@@ -178,82 +279,43 @@ gan.save({path!r}, step=2)
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('where', ['fsync', 'replace'])
 def test_sigkill_during_save_leaves_previous_checkpoint(tmp_path, where):
     """SIGKILL after the new bytes are written but before they are synced / renamed into place."""
     path = str(tmp_path / 'x_params_latest.pdparams')
-    argv = TINY + ['--dataset', 'x', '--result_dir', str(tmp_path)]
-    script = KILL_DURING_SAVE.format(root=ROOT, argv=argv, path=path, where=where)
+    script = KILL_DURING_SAVE.format(root=ROOT, argv=TINY + ['--dataset', 'x', '--result_dir', str(tmp_path)],
+                                     path=path, where=where)
     proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    state = ckpt.read_checkpoint(path)
-    assert state['step'] == 1
-    assert [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]      # the interrupted write's leftover
-    assert ckpt.candidates(str(tmp_path), 'x') == [(1, path)]             # which nothing mistakes for a checkpoint
-
-
-# --------------------------------------------------------------------------- #
-# Fallbacks and mismatches
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
-def test_corrupt_newest_checkpoint_falls_back(tmp_path, tiny_data, damage, caplog):
-    model = cli(tmp_path, tiny_data, '--iteration', '3', '--save_freq', '2', '--latest_freq', '100')
-    latest = model / 'tiny_params_latest.pdparams'
-    data = latest.read_bytes()
-    if damage == 'truncate':
-        latest.write_bytes(data[:len(data) // 2])
-    else:
-        latest.write_bytes(b'\0' * len(data))
-    gan = UGATIT(tiny_args(tmp_path, '--resume', 'True', data_root=tiny_data))
-    gan.build_model()
-    gan.resume_latest()
-    assert gan.start_step == 2
-    assert 'tiny_params_latest.pdparams' in caplog.text and 'falling back' in caplog.text
-
-
-def test_architecture_mismatch_is_one_line_naming_each_argument(tmp_path, tiny_data):
-    cli(tmp_path, tiny_data, '--iteration', '1')
-    with pytest.raises(SystemExit) as e:
-        cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True', '--ch', '8', '--light', 'False')
-    message = str(e.value.code)
-    assert '\n' not in message
-    assert '--light True (checkpoint) vs False (now)' in message and '--ch 4 (checkpoint) vs 8 (now)' in message
-
-
-def test_weights_without_optimizer_state_resume_with_fresh_adam(tmp_path, tiny_data, caplog):
-    model = cli(tmp_path, tiny_data, '--iteration', '1')
-    path = model / 'tiny_params_latest.pdparams'
-    state = paddle.load(str(path))
-    weights_only = {k: state[k] for k in ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB', 'step', 'arch')}
-    ckpt.write_checkpoint(str(path), weights_only)
-    cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True')
-    assert 'holds no optimizer state (converted weights?): Adam starts fresh' in caplog.text
-    assert paddle.load(str(path))['step'] == 2
+    assert ckpt.read_checkpoint(path)['step'] == 1
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]       # the interrupted write's leftover
+    assert leftovers and ckpt.candidates(str(tmp_path), 'x') == [(1, path)]   # which nothing takes for a checkpoint
+    assert ckpt.remove_stale_temporaries(str(tmp_path)) == [str(tmp_path / n) for n in leftovers]
 
 
 # --------------------------------------------------------------------------- #
 # Numerical faults
 # --------------------------------------------------------------------------- #
 def params_of(gan, *names):
-    return {f'{n}.{k}': v.numpy().copy() for n in names for k, v in getattr(gan, n).state_dict().items()}
+    nets = gan.networks()
+    return {f'{n}.{k}': v.numpy().copy() for n in names for k, v in nets[n].state_dict().items()}
 
 
 def test_nonfinite_d_loss_updates_nothing(tmp_path):
-    gan = UGATIT(tiny_args(tmp_path))
-    gan.build_model()
-    before = params_of(gan, 'genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
+    gan = build(tmp_path)
+    before = params_of(gan, *NETWORKS)
     real = paddle.zeros([1, 3, 96, 96])
     losses = gan.train_step(real * math.nan, real)
     assert math.isnan(losses['D_loss']) and gan.nonfinite_steps == 1
-    after = params_of(gan, 'genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
+    after = params_of(gan, *NETWORKS)
     for k in before:
         np.testing.assert_array_equal(before[k], after[k], err_msg=k)
     assert gan.train_step(real, real)['G_loss'] > 0                        # and the next step runs normally
 
 
 def test_nonfinite_g_loss_skips_the_g_update(tmp_path, monkeypatch):
-    gan = UGATIT(tiny_args(tmp_path))
-    gan.build_model()
+    gan = build(tmp_path)
     before_g, before_d = params_of(gan, 'genA2B', 'genB2A'), params_of(gan, 'disGA')
     monkeypatch.setattr(ugatit_module, 'l1', lambda x, y: (x - y).abs().mean() * math.inf)
     real = paddle.zeros([1, 3, 96, 96])
@@ -274,17 +336,17 @@ def test_consecutive_nonfinite_steps_stop_training_keeping_last_good(tmp_path, t
     monkeypatch.setattr(UGATIT, 'train_step', poisoned)
     with pytest.raises(SystemExit) as e:
         cli(tmp_path, tiny_data, '--iteration', '20', '--latest_freq', '1', '--save_freq', '2', '--max_nan_steps', '3')
-    message = str(e.value.code)
+    message = one_line_error(e)
     assert '3 consecutive steps with non-finite losses or gradients (steps 3-5)' in message
     model = tmp_path / 'results' / 'tiny' / 'model'
     assert str(model / 'tiny_params_0000004.pdparams') in message          # the newest, equal to latest
     # The checkpoints written during the streak hold the last good weights, untouched by the skipped steps.
     good = ckpt.read_checkpoint(str(model / 'tiny_params_0000002.pdparams'))
-    latest = ckpt.read_checkpoint(str(model / 'tiny_params_latest.pdparams'))
-    assert latest['step'] == 4
-    for net in ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB'):
+    newest = ckpt.read_checkpoint(str(model / 'tiny_params_latest.pdparams'))
+    assert newest['step'] == 4
+    for net in NETWORKS:
         for k, v in good[net].items():
-            np.testing.assert_array_equal(latest[net][k].numpy(), v.numpy(), err_msg=f'{net}.{k}')
+            np.testing.assert_array_equal(newest[net][k].numpy(), v.numpy(), err_msg=f'{net}.{k}')
 
 
 def test_nonfinite_g_gradient_with_finite_losses_counts_as_skipped(tmp_path, tiny_data, monkeypatch):
@@ -297,12 +359,11 @@ def test_nonfinite_g_gradient_with_finite_losses_counts_as_skipped(tmp_path, tin
     monkeypatch.setattr(UGATIT, 'build_model', poisoned)
     with pytest.raises(SystemExit) as e:
         cli(tmp_path, tiny_data, '--iteration', '20', '--max_nan_steps', '2')
-    assert '2 consecutive steps with non-finite losses or gradients (steps 1-2)' in str(e.value.code)
+    assert '2 consecutive steps with non-finite losses or gradients (steps 1-2)' in one_line_error(e)
 
 
 def test_nonfinite_parameters_are_never_saved(tmp_path, caplog):
-    gan = UGATIT(tiny_args(tmp_path))
-    gan.build_model()
+    gan = build(tmp_path)
     path = str(tmp_path / 'ckpt.pdparams')
     gan.genA2B.gamma.weight.set_value(gan.genA2B.gamma.weight * math.nan)
     gan.save(path, step=1)
@@ -310,15 +371,15 @@ def test_nonfinite_parameters_are_never_saved(tmp_path, caplog):
 
 
 # --------------------------------------------------------------------------- #
-# Disk
+# Disk and data
 # --------------------------------------------------------------------------- #
 def test_unwritable_result_dir_is_a_one_line_error_at_start(tmp_path, tiny_data):
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     with pytest.raises(SystemExit) as e:
         main.main(tiny_argv(blocker, tiny_data, '--iteration', '1'))
-    message = str(e.value.code)
-    assert 'cannot write to' in message and '--result_dir' in message and '\n' not in message
+    message = one_line_error(e)
+    assert 'cannot write to' in message and '--result_dir' in message
 
 
 def test_disk_full_at_save_stops_with_previous_checkpoint_intact(tmp_path, tiny_data, monkeypatch):
@@ -333,14 +394,64 @@ def test_disk_full_at_save_stops_with_previous_checkpoint_intact(tmp_path, tiny_
     monkeypatch.setattr(ckpt._TensorStreamPickler, 'dump', full_disk)
     with pytest.raises(SystemExit) as e:
         cli(tmp_path, tiny_data, '--iteration', '4', '--latest_freq', '1')
-    assert 'no space left on the device' in str(e.value.code) and 'previous checkpoint is intact' in str(e.value.code)
+    message = one_line_error(e)
+    assert 'no space left on the device' in message and 'previous checkpoint is intact' in message
     model = tmp_path / 'results' / 'tiny' / 'model'
     assert ckpt.read_checkpoint(str(model / 'tiny_params_latest.pdparams'))['step'] == 1
     assert not [n for n in os.listdir(model) if n.endswith('.tmp')]          # the partial file is removed
 
 
+def test_disk_full_while_writing_a_sample_grid_leaves_no_partial_png(tmp_path, tiny_data, monkeypatch):
+    real_open = open
+
+    class Full:
+        def __init__(self, path):
+            self.file = real_open(path, 'wb')
+
+        def write(self, data):
+            self.file.write(data[:10])                     # a few bytes land, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(dataset, 'open', lambda path, mode='r': Full(path) if mode == 'wb' else real_open(path, mode),
+                        raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, tiny_data, '--iteration', '4', '--print_freq', '2', '--latest_freq', '1')
+    message = one_line_error(e)
+    assert 'could not write' in message and 'A2B_0000002.png' in message and 'no space left' in message
+    img = tmp_path / 'results' / 'tiny' / 'img'
+    assert os.listdir(img) == []                                            # no 0-byte or partial PNG
+    assert ckpt.read_checkpoint(str(tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams'))['step'] == 2
+
+
+def test_a_domain_becoming_unreadable_under_workers_saves_then_stops(tmp_path, tiny_data, monkeypatch):
+    import shutil
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_data / 'tiny', root / 'tiny')
+    original = UGATIT.train_step
+
+    def train_step(self, real_A, real_B):
+        if self.start_step + 1 == 2:                            # during step 2, trainB disappears
+            for f in os.listdir(root / 'tiny' / 'trainB'):
+                os.remove(root / 'tiny' / 'trainB' / f)
+        return original(self, real_A, real_B)
+    monkeypatch.setattr(UGATIT, 'train_step', train_step)
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path, root, '--iteration', '30', '--num_workers', '1', '--latest_freq', '100')
+    message = one_line_error(e)
+    assert 'loading the training images failed at step' in message and '--resume True' in message
+    step = int(message.split('failed at step ')[1].split(' ')[0])
+    saved = ckpt.read_checkpoint(str(tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams'))
+    assert saved['step'] == step - 1 >= 2 and f'step {step - 1} is saved' in message
+
+
 def test_keep_ckpt_prunes_old_periodic_checkpoints(tmp_path, tiny_data):
-    model = cli(tmp_path, tiny_data, '--iteration', '4', '--save_freq', '1', '--keep_ckpt', '2')
+    model = cli(tmp_path, tiny_data, '--iteration', '4', '--save_freq', '1', '--keep_ckpt', '2') / 'model'
     assert sorted(n for n in os.listdir(model) if n.endswith('.pdparams')) == \
         ['tiny_params_0000003.pdparams', 'tiny_params_0000004.pdparams', 'tiny_params_latest.pdparams']
     assert json.loads((model / 'tiny_params_0000004.pdparams.json').read_text())['step'] == 4
