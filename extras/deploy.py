@@ -38,9 +38,9 @@ class NoFaceFound(ValueError):
     """--face_crop on a photo where OpenCV's face detector finds no face."""
 
 
-def crop_face(img: np.ndarray, margin: float = 1.8) -> np.ndarray:
-    """The square around the largest frontal face, ``margin`` × the face box, raised a little for the
-    hair (the selfie2anime photos are such crops), kept inside the image.
+def face_box(img: np.ndarray, margin: float = 1.8) -> tuple[int, int, int]:
+    """(top, left, side) of the square around the largest frontal face, ``margin`` × the face box,
+    raised a little for the hair (the selfie2anime photos are such crops), kept inside the image.
 
     OpenCV's bundled Haar cascade: no download. Raises ``NoFaceFound``.
     """
@@ -56,6 +56,12 @@ def crop_face(img: np.ndarray, margin: float = 1.8) -> np.ndarray:
     side = int(min(margin * max(w, h), height, width))
     left = int(np.clip(x + w / 2 - side / 2, 0, width - side))
     top = int(np.clip(y + h / 2 - 0.1 * h - side / 2, 0, height - side))
+    return top, left, side
+
+
+def crop_face(img: np.ndarray) -> np.ndarray:
+    """The square around the largest face (``face_box``)."""
+    top, left, side = face_box(img)
     return img[top:top + side, left:left + side]
 
 

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+import dataset
 from dataset import (DatasetError, ImageFolder, TrainSampler, UnreadableImage, check_dataset, find_images,
-                     load_image, train_transform)
+                     load_image, output_stem, train_transform, write_image)
 from dataset import test_transform as eval_transform
 
 
@@ -82,6 +83,49 @@ def test_unreadable_files_raise_naming_the_file(tmp_path, make):
         load_image(str(path))
 
 
+def test_images_are_judged_by_decoding_not_by_name_or_tail(tmp_path):
+    """A JPEG followed by other data (a phone "motion photo" appends a video) and a PNG named .jpg
+    decode, so they are images; only a JPEG cut before its end-of-image marker is refused."""
+    img = smooth(64, 64)
+    jpeg = write(tmp_path / 'photo.jpg', img[:, :, ::-1], '.jpg', [cv2.IMWRITE_JPEG_QUALITY, 100]).read_bytes()
+    (tmp_path / 'motion.jpg').write_bytes(jpeg + b'ftypmp42' + bytes(range(256)) * 40)        # 10 KB of "video"
+    assert np.abs(load_image(str(tmp_path / 'motion.jpg')).astype(int) - img).mean() < 3
+    png = write(tmp_path / 'real.png', img[:, :, ::-1]).read_bytes()
+    (tmp_path / 'named.jpg').write_bytes(png)
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'named.jpg')), img)
+    (tmp_path / 'cut.jpg').write_bytes(jpeg[:len(jpeg) - 40])
+    with pytest.raises(UnreadableImage, match='cut.jpg is a truncated JPEG'):
+        load_image(str(tmp_path / 'cut.jpg'))
+
+
+def test_write_image_is_atomic_and_round_trips(tmp_path, monkeypatch):
+    img = rgb(12, 16)
+    write_image(str(tmp_path / 'a.png'), img)
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'a.png')), img)
+    monkeypatch.setattr(dataset.cv2, 'imencode', lambda ext, image: (True, np.frombuffer(b'new', np.uint8)))
+    real_open = open
+
+    def failing_open(path, mode='r'):
+        class Failing:
+            def __enter__(self):
+                self.file = real_open(path, mode)
+                return self
+
+            def write(self, data):
+                self.file.write(data[:1])
+                raise OSError(28, 'No space left on device')
+
+            def __exit__(self, *exc):
+                self.file.close()
+        return Failing()
+    monkeypatch.setattr(dataset, 'open', failing_open, raising=False)
+    with pytest.raises(OSError):
+        write_image(str(tmp_path / 'a.png'), img)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'a.png')), img)       # the old file, whole
+    assert os.listdir(tmp_path) == ['a.png']                                     # no temporary left
+
+
 def test_decompression_bomb_is_rejected_not_allocated(tmp_path):
     """A PNG whose header announces 60000×60000 pixels (3.6 GB) is refused by name, not decoded."""
     import struct
@@ -110,6 +154,17 @@ def test_find_images_is_recursive_sorted_and_filters_extensions(tmp_path):
         (tmp_path / name).write_bytes(b'x')
     found = [os.path.relpath(p, tmp_path) for p in find_images(str(tmp_path))]
     assert found == ['a.JPG', 'b.png', 'sub/c.webp', 'sub/deep/d.tif']
+    assert [output_stem(p, str(tmp_path)) for p in find_images(str(tmp_path))] == ['a', 'b', 'sub__c', 'sub__deep__d']
+
+
+def test_symlink_loops_neither_hang_nor_count_twice(tmp_path):
+    for name in ['a.png', 'sub/b.png']:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b'x')
+    os.symlink(tmp_path, tmp_path / 'sub' / 'loop_to_root')          # two loops
+    os.symlink(tmp_path / 'sub', tmp_path / 'sub' / 'loop_to_self')
+    os.symlink(tmp_path / 'sub', tmp_path / 'linked_sub')            # the same folder twice
+    assert sorted(os.path.basename(p) for p in find_images(str(tmp_path))) == ['a.png', 'b.png']
 
 
 # --------------------------------------------------------------------------- #
