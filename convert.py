@@ -17,15 +17,15 @@ import re
 import paddle
 
 from extras.convert import ConversionError, convert_checkpoint
-from main import build_parser as main_parser
+from main import parse_args
 from UGATIT import ARCH_ARGS
 
 
 def main_flags(arch: dict, dataset: str | None) -> str:
     """The main.py flags that run a converted model: the dataset and its architecture flags that differ
     from the defaults (what --phase test and --resume True would also read from the checkpoint)."""
-    defaults = main_parser()
-    flags = [f'--{k} {arch[k]}' for k in ARCH_ARGS if k in arch and arch[k] != defaults.get_default(k)]
+    defaults = parse_args(['--arch', arch.get('arch', 'pytorch'), '--device', 'cpu'])     # as main.py resolves them
+    flags = [f'--{k} {arch[k]}' for k in ARCH_ARGS if k in arch and arch[k] != getattr(defaults, k)]
     return ' '.join([f'--dataset {dataset or "<dataset>"}'] + flags)
 
 

@@ -3,6 +3,8 @@
 Tests marked ``slow`` (process launches, the notebook, the full demo) run only with ``-m slow``;
 .ci/run runs both sets.
 """
+import functools
+import json
 import logging
 import os
 
@@ -54,6 +56,36 @@ def batch(seed: int, n: int = 1, size: int = 96) -> paddle.Tensor:
 def snapshot(gan) -> dict:
     """Every parameter and buffer of the six networks, as numpy copies keyed '<net>.<name>'."""
     return {f'{name}.{k}': v.numpy().copy() for name, net in gan.networks().items() for k, v in net.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- #
+# The parity fixtures recorded from the official PyTorch code (tests/fixtures/make_parity_fixtures.py)
+# --------------------------------------------------------------------------- #
+OUTPUTS = ('out', 'cam_logit', 'heatmap')
+
+
+@functools.lru_cache(maxsize=None)
+def parity_fixture(config: str) -> dict:
+    with np.load(os.path.join(FIXTURES, f'parity_{config}.npz'), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays['meta'] = json.loads(str(arrays['meta']))
+    return arrays
+
+
+def group(fx: dict, prefix: str) -> dict:
+    """{name: float32 array} of the arrays under ``prefix/`` (float16 ones are exact values)."""
+    prefix += '/'
+    return {k[len(prefix):]: v.astype(np.float32) for k, v in fx.items() if k.startswith(prefix)}
+
+
+def to_input(images: np.ndarray) -> paddle.Tensor:
+    """The fixture script's formula: uint8 pixels / 127.5 − 1, in float32."""
+    return paddle.to_tensor(images.astype(np.float32) / np.float32(127.5) - np.float32(1.0))
+
+
+def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
+    """max |ours − ref| / max |ref|."""
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
 @pytest.fixture(scope='session')

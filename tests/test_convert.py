@@ -13,11 +13,10 @@ import pytest
 
 import convert
 import main
-from conftest import tiny_argv
-from convert import ConversionError, convert_state_dict, infer_arch, load_converted
+from conftest import FIXTURES, NETWORKS, OUTPUTS, group, parity_fixture as fixture, rel_error, tiny_argv, to_input
+from extras.convert import ConversionError, convert_state_dict, infer_arch, load_converted, read_official
 from networks import Discriminator, ResnetGenerator
-from test_parity import FIXTURES, OUTPUTS, fixture, group, rel_error, to_input
-from UGATIT import NETWORKS, UGATIT
+from UGATIT import UGATIT
 
 
 def official(config='light') -> dict:
@@ -108,7 +107,7 @@ def test_load_converted_checks_what_set_state_dict_only_warns_about():
 # --------------------------------------------------------------------------- #
 # The architecture from the shapes
 # --------------------------------------------------------------------------- #
-OFFICIAL_VARIANT = dict(norm='adalin', cam_g=True, cam_d=True, self_attn='none')
+OFFICIAL_VARIANT = dict(arch='pytorch', norm='adalin', cam_g=True, cam_d=True, self_attn='none', smoothing=False)
 
 
 def test_infer_arch():
@@ -147,8 +146,7 @@ def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_
     state = paddle.load(path)
     assert state['step'] == 42 and 'G_optim' not in state and 'D_optim' not in state
     assert state['arch'] == dict(light=True, img_size=96, ch=4, n_res=1, n_dis=6, img_ch=3, **OFFICIAL_VARIANT)
-    hint = 'python main.py --phase test --dataset tiny --light True --img_size 96 --ch 4 --n_res 1'
-    assert hint in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[-1] == 'main.py flags: --dataset tiny --light True --img_size 96 --ch 4 --n_res 1'
 
     argv = tiny_argv(tmp_path / 'results', tiny_data)
     gan = UGATIT(main.parse_args(argv))
@@ -157,7 +155,7 @@ def test_cli_converts_an_official_checkpoint_for_test_and_resume(tmp_path, tiny_
     fx = fixture('light')
     gan.set_mode(False)
     with paddle.no_grad():
-        for key, value in zip(OUTPUTS, gan.genA2B(to_input(fx['forward_images']))):
+        for key, value in zip(OUTPUTS, gan.networks()['genA2B'](to_input(fx['forward_images']))):
             assert rel_error(value.numpy(), fx[f'eval/genA2B/{key}']) < 1e-4
 
     main.main(argv + ['--phase', 'test'])
@@ -196,7 +194,7 @@ def test_incomplete_checkpoint_is_an_error(tmp_path):
 
 
 def test_official_pt_reads_as_the_recorded_arrays():
-    nets = convert.read_official(os.path.join(FIXTURES, 'official_light_init.pt'))
+    nets = read_official(os.path.join(FIXTURES, 'official_light_init.pt'))
     expected = official('light')
     assert set(nets) == set(expected)
     for net, state in expected.items():
@@ -212,3 +210,78 @@ def test_unreadable_pt_is_a_one_line_error(tmp_path):
         convert.main(['--src', str(src), '--dst', str(tmp_path / 'out.pdparams')])
     message = str(e.value)
     assert message.startswith('error: ') and 'not a readable torch checkpoint' in message and '\n' not in message
+
+
+# --------------------------------------------------------------------------- #
+# Crafted torch files: bounded by the file's own size
+# --------------------------------------------------------------------------- #
+def crafted_torch_file(path, kind: str) -> str:
+    """A small torch.save-format file whose fields announce a huge allocation: a tensor view of
+    60000×60000 elements over a 1-element storage (zip), or a storage of 2^40 elements (legacy)."""
+    import pickle
+    import types
+    import zipfile
+
+    torch, utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
+    storage = type('FloatStorage', (), {'__module__': 'torch', '__qualname__': 'FloatStorage'})
+    torch.FloatStorage = storage
+
+    def _rebuild_tensor_v2(*args):
+        pass
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = 'torch._utils', '_rebuild_tensor_v2'
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+    class Reduce:
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (StorageRef(), 0, (60000, 60000) if kind == 'view' else (4,),
+                                        (0, 0) if kind == 'view' else (1,), False, {})
+
+    class StorageRef:
+        pass
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, StorageRef):
+                return ('storage', storage, '0', 'cpu', 1 if kind == 'view' else 4, None)
+            return None
+    saved = {name: sys.modules.get(name) for name in ('torch', 'torch._utils')}
+    sys.modules.update({'torch': torch, 'torch._utils': utils})
+    try:
+        import io
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump({'w': Reduce()})
+        state = buffer.getvalue()
+        if kind == 'view':
+            with zipfile.ZipFile(path, 'w') as archive:
+                archive.writestr('archive/data.pkl', state)
+                archive.writestr('archive/data/0', np.zeros(1, np.float32).tobytes())
+        else:
+            with open(path, 'wb') as f:
+                for header in (0x1950a86a20f9469cfc6c, 1001, {'little_endian': True}):
+                    pickle.dump(header, f, protocol=2)
+                f.write(state)
+                pickle.dump(['0'], f, protocol=2)
+                f.write(np.int64(2 ** 40).tobytes() + np.zeros(4, np.float32).tobytes())
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return str(path)
+
+
+@pytest.mark.parametrize('kind, message', [('view', 'does not fit its storage'), ('legacy', 'truncated data')])
+def test_a_crafted_pt_is_refused_without_allocating_what_it_announces(tmp_path, kind, message):
+    """Read under a 1.5 GB address-space limit: announcing 14 GB (view) or 4 TB (legacy) must end in
+    the one-line error, not in an allocation."""
+    import subprocess
+    src = crafted_torch_file(tmp_path / 'evil_params_0000001.pt', kind)
+    code = ('import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20)); '
+            f'sys.path.insert(0, {os.getcwd()!r}); from extras.torch_file import read_torch_file\n'
+            f'try:\n    read_torch_file({src!r})\nexcept ValueError as e:\n    print("refused:", e)')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and 'refused:' in run.stdout and message in run.stdout, run.stdout + run.stderr
+    with pytest.raises(SystemExit) as e:
+        convert.main(['--src', src, '--dst', str(tmp_path / 'out')])
+    assert message in str(e.value.code) and '\n' not in str(e.value.code)

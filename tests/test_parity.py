@@ -59,45 +59,18 @@ import pytest
 import networks
 import UGATIT as ugatit_module
 from extras.convert import convert_state_dict, load_converted
+from conftest import OUTPUTS, group, parity_fixture, rel_error, to_input
 from main import parse_args
 from networks import ILN, ResnetGenerator
 from UGATIT import UGATIT
-
-FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
-CONFIGS = ('light', 'full')
-OUTPUTS = ('out', 'cam_logit', 'heatmap')
 
 FORWARD_TOL = 1e-4       # max abs error / max abs reference
 SN_TOL = 1e-4            # u/v after a power iteration, max abs
 LOSS_TOL = 1e-3          # relative, every loss term of every step
 UPDATE_TOL = {'gen': 0.1, 'dis': 0.02}   # step-1 update, relative L2 per network
 STEP3_TOL = 1e-3         # every parameter and u/v after step 3, max abs
-
-
-# --------------------------------------------------------------------------- #
-# Fixtures and our networks
-# --------------------------------------------------------------------------- #
-@functools.lru_cache(maxsize=None)
-def fixture(config: str) -> dict:
-    with np.load(os.path.join(FIXTURES, f'parity_{config}.npz'), allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays['meta'] = json.loads(str(arrays['meta']))
-    return arrays
-
-
-def group(fx: dict, prefix: str) -> dict:
-    """{name: float32 array} of the arrays under ``prefix/`` (float16 ones are exact values)."""
-    prefix += '/'
-    return {k[len(prefix):]: v.astype(np.float32) for k, v in fx.items() if k.startswith(prefix)}
-
-
-def to_input(images: np.ndarray) -> paddle.Tensor:
-    """The fixture script's formula: uint8 pixels / 127.5 − 1, in float32."""
-    return paddle.to_tensor(images.astype(np.float32) / np.float32(127.5) - np.float32(1.0))
-
-
-def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+fixture = parity_fixture
+CONFIGS = ('light', 'full')
 
 
 def build_ours(fx: dict, *extra: str) -> UGATIT:
