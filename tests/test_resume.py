@@ -17,7 +17,7 @@ import pytest
 import dataset
 import main
 import UGATIT as ugatit_module
-from conftest import ROOT, TINY, build, cli, tiny_args, tiny_argv
+from conftest import ROOT, TINY, build, cli, tiny_argv
 from extras import checkpoints as ckpt
 from UGATIT import UGATIT
 

@@ -113,24 +113,3 @@ def test_variant_names():
     assert variant_name('gn', True, True, 'none') == 'w/ GN'
     assert variant_name('adalin', False, False, 'none') == 'w/o CAM'
     assert variant_name('in', True, False, 'g') == 'w/ IN w/o D_CAM + self-attention (G)'
-
-
-def test_ablation_report_puts_runs_beside_the_paper(tmp_path, capsys):
-    runs = []
-    for name, variant, kid in (('base', 'U-GAT-IT', 12.0), ('in', 'w/ IN', 14.5), ('sa', '+ self-attention (G)', 11.0)):
-        folder = tmp_path / name / 'selfie2anime'
-        folder.mkdir(parents=True)
-        record = {'variant': variant, 'step': 100, 'A2B': {'kid_x100': kid, 'kid_std_x100': 0.5},
-                  'B2A': {'kid_x100': kid + 1, 'kid_std_x100': 0.6}}
-        (folder / 'metrics.json').write_text(json.dumps(record))
-        runs.append(str(tmp_path / name))
-    main.main(['--phase', 'report', '--dataset', 'selfie2anime', '--runs', *runs, '--result_dir', str(tmp_path),
-               '--device', 'cpu'])
-    table = (tmp_path / 'selfie2anime' / 'ablation.md').read_text()
-    assert '| w/ IN |' in table and '14.50 ± 0.50' in table and '13.64 ± 0.76 | 13.58 ± 0.80 |' in table
-    assert '| U-GAT-IT |' in table and '11.61 ± 0.57 | 11.52 ± 0.57 |' in table
-    assert '| + self-attention (G) |' in table and '| — | — |' in table
-    assert table in capsys.readouterr().out
-    with pytest.raises(SystemExit, match='no metrics.json'):
-        main.main(['--phase', 'report', '--dataset', 'selfie2anime', '--runs', str(tmp_path / 'nope'),
-                   '--result_dir', str(tmp_path), '--device', 'cpu'])
