@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 import main
-import monitor
+from extras import monitor
 from conftest import tiny_argv
 
 
