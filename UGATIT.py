@@ -33,10 +33,10 @@ from dataset import ImageFolder, TrainSampler, check_dataset, make_loader, test_
 from extras import checkpoints as ckpt
 from extras.checkpoints import CheckpointError, checkpoint_name
 from extras.deploy import StripModel, strip_engine
-from extras.distributed import any_rank, distribute, mean_over_ranks, rank, ranks_agree, unwrap, world_size
+from extras.distributed import any_rank, distribute, mean_over_ranks, rank, ranks_agree, unwrap
 from extras.guards import StopRequest, TrainingDiverged, all_finite, frozen, ignore_interrupt, snapshot, update_is_finite
 from extras.monitor import Monitor, progress_bar
-from extras.tf_networks import TFDiscriminator, TFResnetGenerator, tf_optimizer_options
+from extras.tf_networks import TFAdam, TFDiscriminator, TFResnetGenerator, advance_power_iterations, decay_kernels, spectral_norms
 from networks import NETWORKS, Discriminator, ResnetGenerator, RhoClipper
 from utils import check_folder, translation_strip
 
@@ -154,15 +154,19 @@ class UGATIT:
         networks = {name: build_network(name, self.arch()) for name in NETWORKS}   # in the official order
         self.G_params = [p for name in ('genA2B', 'genB2A') for p in networks[name].parameters()]
         self.D_params = [p for name in ('disGA', 'disGB', 'disLA', 'disLB') for p in networks[name].parameters()]
-        # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's).
-        adam = dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8, weight_decay=self.weight_decay or None)
+        # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's). The TF code
+        # decays kernels only, and its Adam adds ε to √v (extras/tf_networks.py).
+        Adam, adam = paddle.optimizer.Adam, dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
+                                                 weight_decay=self.weight_decay or None)
         if self.args.arch == 'tf':
-            adam.update(tf_optimizer_options(self.weight_decay))
-        optimizers = {'G_optim': paddle.optimizer.Adam(parameters=self.G_params, **adam),
-                      'D_optim': paddle.optimizer.Adam(parameters=self.D_params, **adam)}
-        # Every discriminator's spectral-norm u and v: put back when a non-finite D loss skips a step.
-        self.sn_vectors = [b for name in ('disGA', 'disGB', 'disLA', 'disLB')
-                           for key, b in networks[name].named_buffers() if key.endswith(('weight_u', 'weight_v'))]
+            Adam, adam['weight_decay'] = TFAdam, None
+            decay_kernels(networks.values(), self.weight_decay)
+        optimizers = {'G_optim': Adam(parameters=self.G_params, **adam), 'D_optim': Adam(parameters=self.D_params, **adam)}
+        # Every discriminator's spectral-norm u and v: put back when a non-finite D loss skips a step. The TF
+        # architecture's spectral norms move u once per update, when told (advance_power_iterations).
+        discriminators = [networks[name] for name in ('disGA', 'disGB', 'disLA', 'disLB')]
+        self.sn_vectors = [b for D in discriminators for key, b in D.named_buffers() if key.endswith(('weight_u', 'weight_v'))]
+        self.tf_spectral_norms = spectral_norms(discriminators)
         # Loss scaling for fp16 (one scaler per optimizer); disabled, a no-op, otherwise.
         fp16 = self.args.amp == 'fp16'
         self.G_scaler = paddle.amp.GradScaler(enable=fp16, init_loss_scaling=2.0 ** 15)
@@ -287,6 +291,7 @@ class UGATIT:
             return self.skipped({**D_losses, 'G_loss': paddle.full([], math.nan)})
         self.D_scaler.step(self.D_optim)
         self.D_scaler.update()
+        advance_power_iterations(self.tf_spectral_norms)
 
         # Update G, the discriminators frozen (the official code computes their gradients and discards them)
         self.G_optim.clear_grad()
@@ -298,6 +303,7 @@ class UGATIT:
             return self.skipped({**D_losses, **G_losses})
         self.G_scaler.step(self.G_optim)
         self.G_scaler.update()
+        advance_power_iterations(self.tf_spectral_norms)
 
         # Clip ρ of AdaLIN and LIN, after the optimizer step
         self.genA2B.apply(self.Rho_clipper)

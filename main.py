@@ -158,6 +158,11 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
         args.smoothing = args.arch == 'tf'
     elif args.smoothing and args.arch != 'tf':
         parser.error('--smoothing is an option of the TensorFlow architecture: add --arch tf, or drop it')
+    paper_model = dict(n_res=4, img_ch=3, norm='adalin', cam_g=True, cam_d=True, self_attn='none')
+    differing = [f'--{k} {getattr(args, k)}' for k, v in paper_model.items() if getattr(args, k) != v]
+    if args.arch == 'tf' and differing:
+        parser.error(f'--arch tf builds the authors\' TensorFlow model as released (n_res 4, RGB, no ablation): '
+                     f'drop {" ".join(differing)}')
     return args
 
 

@@ -65,25 +65,39 @@ def _spectral_norm(layer: nn.Layer) -> nn.Layer:
 
 
 class ReflectionPad2d(nn.Layer):
-    """torch's ``nn.ReflectionPad2d(p)``: mirror p rows and columns at each border, edge excluded.
+    """torch's ``nn.ReflectionPad2d(padding)``: mirror rows and columns at each border, edge excluded;
+    ``padding`` is one int or (left, right, top, bottom), as in torch.
 
-    Built from reversed slices and a concatenation: exactly ``nn.Pad2D(p, mode='reflect')``, but
+    Built from reversed slices and a concatenation: exactly ``nn.Pad2D(padding, mode='reflect')``, but
     faster forward and backward than Paddle's pad3d kernel on the CPU, where the generator pads 14
     times per forward (docs/performance.md).
     """
 
-    def __init__(self, padding: int):
+    def __init__(self, padding: int | tuple[int, int, int, int]):
         super().__init__()
-        self.padding = padding
+        self.padding = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        p = self.padding
-        if min(x.shape[2:]) <= p:
-            raise ValueError(f'reflection padding of {p} needs maps larger than {p} pixels, got '
+        left, right, top, bottom = self.padding
+        if x.shape[2] <= max(top, bottom) or x.shape[3] <= max(left, right):
+            raise ValueError(f'reflection padding of {max(self.padding)} needs maps larger than that, got '
                              f'{list(x.shape[2:])}: use a larger --img_size')
-        h, w = x.shape[2:]
-        x = paddle.concat([x[:, :, p:0:-1], x, x[:, :, h - 2:_reversed_stop(h - p - 2):-1]], axis=2)
-        return paddle.concat([x[:, :, :, p:0:-1], x, x[:, :, :, w - 2:_reversed_stop(w - p - 2):-1]], axis=3)
+        return _mirror(_mirror(x, top, bottom, axis=2), left, right, axis=3)
+
+
+def _mirror(x: paddle.Tensor, before: int, after: int, axis: int) -> paddle.Tensor:
+    """x with ``before``/``after`` rows (axis 2) or columns (axis 3) mirrored on at each end."""
+    n = x.shape[axis]
+    index = [slice(None)] * 4
+    parts = []
+    if before:
+        index[axis] = slice(before, 0, -1)
+        parts.append(x[tuple(index)])
+    parts.append(x)
+    if after:
+        index[axis] = slice(n - 2, _reversed_stop(n - after - 2), -1)
+        parts.append(x[tuple(index)])
+    return paddle.concat(parts, axis=axis) if len(parts) > 1 else x
 
 
 def _reversed_stop(stop: int):

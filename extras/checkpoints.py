@@ -96,6 +96,14 @@ def candidates(model_dir: str, dataset: str) -> list[tuple[int, str]]:
                   reverse=True)
 
 
+class LazyArray:
+    """An array computed only while it is written (``write_checkpoint``): a converter can describe a
+    checkpoint of gigabytes that never exists in memory at once."""
+
+    def __init__(self, compute):
+        self.compute = compute
+
+
 class _TensorStreamPickler(pickle.Pickler):
     """Pickles a state tree as ``paddle.save`` does (tensors as numpy arrays, protocol 4, readable
     by ``paddle.load``) but one tensor at a time: each is copied to host memory only while it is
@@ -111,6 +119,8 @@ class _TensorStreamPickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, paddle.Tensor):
             return obj.numpy().__reduce__()
+        if isinstance(obj, LazyArray):
+            return obj.compute().__reduce__()
         return NotImplemented
 
 

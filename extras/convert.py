@@ -25,6 +25,8 @@ import paddle
 import paddle.nn as nn
 
 from extras import checkpoints as ckpt
+from extras.tf_checkpoint import TFCheckpoint, find_checkpoint
+from extras.tf_networks import TFConv, TFDense
 from extras.torch_file import read_torch_file
 from networks import NETWORKS
 from UGATIT import build_network
@@ -192,30 +194,166 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
 _OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')
 
 
-def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: int | None = None,
-                       dataset: str | None = None) -> tuple[str, dict]:
-    """Convert the official checkpoint ``src`` and write ours; returns (written path, arch)."""
+def is_tf_checkpoint(src: str) -> bool:
+    """A TensorFlow checkpoint: a folder, a prefix with its .index, or one of its files."""
+    return os.path.isdir(src) or os.path.exists(src + '.index') or bool(re.search(r'\.(index|meta|data-\d+-of-\d+)$', src))
 
+
+def destination(dst: str, dataset: str | None, step: int) -> str:
+    """``dst`` itself when it names a .pdparams file, else ``<dst>/<dataset>_params_%07d.pdparams``."""
+    if dst.endswith('.pdparams'):
+        return dst
+    if not dataset:
+        raise ConversionError('--dst is a folder: pass --dataset to name the file')
+    return os.path.join(dst, ckpt.checkpoint_name(dataset, step))
+
+
+def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: int | None = None,
+                       dataset: str | None = None, generators_only: bool = False) -> tuple[str, dict, dict]:
+    """Convert official weights ``src`` (PyTorch or TensorFlow, detected) and write our checkpoint;
+    returns (written path, arch, notes to print)."""
+    if is_tf_checkpoint(src):
+        return convert_tf_checkpoint(src, dst, step, img_size, dataset, generators_only)
     match = _OFFICIAL_NAME.match(os.path.basename(src))
     if step is None:
         if not match or match.group('step') == 'latest':
             raise ConversionError(f'cannot read the step from the name {os.path.basename(src)!r} '
                                   f'(official: <dataset>_params_%07d.pt): pass --step')
         step = int(match.group('step'))
-    if not dst.endswith('.pdparams'):                 # a folder
-        dataset = dataset or (match.group('dataset') if match else None)
-        if not dataset:
-            raise ConversionError('--dst is a folder: pass --dataset to name the file')
-        dst = os.path.join(dst, ckpt.checkpoint_name(dataset, step))
-
+    dst = destination(dst, dataset or (match.group('dataset') if match else None), step)
     official = read_official(src)
     arch = infer_arch(official, img_size)
     state = {}
-    for name in NETWORKS:
+    for name in NETWORKS[:2] if generators_only else NETWORKS:
         net = build_network(name, arch)
         load_converted(net, convert_state_dict(official.pop(name), net, name), name)
         state[name] = net.state_dict()
     state.update(format=ckpt.FORMAT, step=int(step), arch=arch, converted_from=os.path.basename(src))
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     ckpt.write_checkpoint(dst, state)
-    return dst, arch
+    return dst, arch, {}
+
+
+# --------------------------------------------------------------------------- #
+# The authors' TensorFlow checkpoints (extras/tf_networks.py holds their architecture)
+# --------------------------------------------------------------------------- #
+TF_SCOPES = {'genA2B': 'generator_B', 'genB2A': 'generator_A',         # generator_B translates A → B
+             'disGA': 'discriminator_A/global', 'disGB': 'discriminator_B/global',
+             'disLA': 'discriminator_A/local', 'disLB': 'discriminator_B/local'}
+TF_POWERS = {'G_optim': ('beta1_power', 'beta2_power'), 'D_optim': ('beta1_power_1', 'beta2_power_1')}
+
+
+def tf_variable(network: nn.Layer, key: str) -> str:
+    """The TF variable (below the network's scope) of our state-dict key: layer paths are the TF scopes;
+    tf.layers convolutions and dense layers add a 'conv2d'/'dense' scope, and a spectral norm's u sits
+    beside its kernel (``conv_0.spectral_norm.u`` → ``conv_0/u``)."""
+    path, _, leaf = key.rpartition('.')
+    if path.endswith('.spectral_norm') or path == 'spectral_norm':
+        return path.rpartition('spectral_norm')[0].rstrip('.').replace('.', '/') + '/' + leaf
+    layer = dict(network.named_sublayers())[path]
+    inner = {TFConv: 'conv2d/', TFDense: 'dense/'}.get(type(layer), '')
+    if isinstance(layer, TFConv) and layer.spectral_norm is not None:
+        inner = ''
+    return f'{path.replace(".", "/")}/{inner}{leaf}'
+
+
+def _from_tf(reader: TFCheckpoint, name: str, shape: list, conv_kernel: bool) -> ckpt.LazyArray:
+    """The TF tensor ``name`` in our layout (conv kernels HWIO → [out, in, kh, kw]), read only when written."""
+    def compute():
+        value = reader.get(name)
+        value = value.transpose(3, 2, 0, 1) if conv_kernel else value
+        if list(value.shape) != list(shape):
+            raise ConversionError(f'{reader.prefix}: {name} has shape {list(value.shape)}, the TF architecture '
+                                  f'built from the other weights needs {list(shape)}')
+        return np.ascontiguousarray(value, dtype=np.float32)
+    return ckpt.LazyArray(compute)
+
+
+def infer_tf_arch(reader: TFCheckpoint, img_size: int | None, smoothing: bool) -> dict:
+    """light, img_size, ch, n_res, n_dis, img_ch of an authors' checkpoint, from the shapes (like ``infer_arch``)."""
+    def shape(name):
+        if name not in reader:
+            raise ConversionError(f'{reader.prefix} has no {name}: not a checkpoint of the authors\' U-GAT-IT code')
+        return list(reader.entry(name).shape)
+    kh, kw, img_ch, ch = shape('generator_B/conv/conv2d/kernel')
+    fc_in, dim = shape('generator_B/MLP/linear_0/dense/kernel')
+    light = fc_in == dim
+    size = (img_size or DEFAULT_LIGHT_IMG_SIZE) if light else 4 * math.isqrt(fc_in // dim)
+    if not light and (size // 4) ** 2 * dim != fc_in:
+        raise ConversionError(f'generator_B/MLP/linear_0 sees {fc_in} values, not (img_size/4)²·{dim}')
+    n_res = len({n for n in reader.names() if re.fullmatch(r'generator_B/resblock_\d+/res1/conv_0/conv2d/kernel', n)})
+    n_dis = 1 + len({n for n in reader.names() if re.fullmatch(r'discriminator_A/global/conv_\d+/kernel', n)})
+    return dict(DEFAULT_ARCH, arch='tf', light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch,
+                smoothing=smoothing)
+
+
+def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size: int | None = None,
+                          dataset: str | None = None, generators_only: bool = False) -> tuple[str, dict, dict]:
+    """The authors' TF checkpoint (a prefix, its folder or the release folder) → our checkpoint with
+    ``--arch tf``: networks, and when the checkpoint has them (a training checkpoint) both Adam states
+    with their step counters, so that ``--resume True`` continues as the TF code would. Each tensor is
+    read (CRC32C-checked) only while it is written: the memory peak is about one tensor."""
+    reader = TFCheckpoint(find_checkpoint(src))
+    smoothing, smoothing_from = tf_smoothing(os.path.basename(os.path.dirname(reader.prefix)))
+    arch = infer_tf_arch(reader, img_size, smoothing)
+    step = int(re.search(r'-(\d+)$', reader.prefix).group(1)) if step is None else step
+    dst = destination(dst, dataset, step)
+    has_discriminators = 'discriminator_A/global/conv_0/kernel' in reader
+    names = NETWORKS if has_discriminators and not generators_only else NETWORKS[:2]
+    state, optimizers = {}, {}
+    for name in names:
+        with paddle.LazyGuard():                     # shapes only: nothing allocated
+            network = build_network(name, arch)
+        expected = network.state_dict()
+        variables = {key: f'{TF_SCOPES[name]}/{tf_variable(network, key)}' for key in expected}
+        missing = [v for v in variables.values() if v not in reader]
+        if missing:
+            raise ConversionError(f'{reader.prefix} lacks {len(missing)} variables of {TF_SCOPES[name]}, e.g. '
+                                  f'{missing[:3]}: not a checkpoint of the authors\' U-GAT-IT code with these shapes')
+        conv_kernels = {key for key in expected if key.endswith('kernel') and len(expected[key].shape) == 4}
+        state[name] = {key: _from_tf(reader, variables[key], list(expected[key].shape), key in conv_kernels)
+                       for key in expected}
+        if names == NETWORKS and variables['conv_0.kernel'] + '/Adam' in reader:      # a training checkpoint
+            optimizer = 'G_optim' if name.startswith('gen') else 'D_optim'
+            optimizers.setdefault(optimizer, {}).update(tf_adam_state(reader, name, network, variables, conv_kernels,
+                                                                      TF_POWERS[optimizer]))
+    state.update(optimizers)
+    state.update(format=ckpt.FORMAT, step=int(step), arch=arch, converted_from=reader.prefix)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    ckpt.write_checkpoint(dst, state)
+    return dst, arch, {'networks': list(names), 'adam': sorted(optimizers), 'rho': rho_statistics(reader),
+                       'smoothing': f'{smoothing} ({smoothing_from})'}
+
+
+def tf_smoothing(folder: str) -> tuple[bool, str]:
+    """AdaLIN smoothing of a TF checkpoint (a graph option, not a variable): from the folder name the
+    TF code gives it (``..._sn_smoothing``), else the TF default, as the release."""
+    if re.search(r'_\d+resblock_\d+dis_', folder):
+        return folder.endswith('_smoothing'), f'the folder name {folder}'
+    return True, 'the TF code\'s default; the folder name does not say'
+
+
+def tf_adam_state(reader: TFCheckpoint, name: str, network: nn.Layer, variables: dict, conv_kernels: set,
+                  powers: tuple[str, str]) -> dict:
+    """A network's Adam state in our portable names (``checkpoints.portable_optimizer_state``): the TF
+    slots ``<var>/Adam`` (m) and ``<var>/Adam_1`` (v), and the optimizer's β1^t, β2^t for every parameter."""
+    beta_powers = [np.asarray(reader.get(power), np.float32).reshape([1]) for power in powers]
+    state = {}
+    for key, param in network.named_parameters():
+        shape, kernel = list(param.shape), key in conv_kernels
+        state[f'{name}.{key}_moment1_0'] = _from_tf(reader, variables[key] + '/Adam', shape, kernel)
+        state[f'{name}.{key}_moment2_0'] = _from_tf(reader, variables[key] + '/Adam_1', shape, kernel)
+        state[f'{name}.{key}_beta1_pow_acc_0'], state[f'{name}.{key}_beta2_pow_acc_0'] = beta_powers
+    return state
+
+
+def rho_statistics(reader: TFCheckpoint) -> dict:
+    """min / mean / max of AdaLIN's and LIN's ρ in both generators (ρ ≤ 0.9 everywhere would hint at a
+    checkpoint from before the TF code's smoothing, which caps the effective ρ at 0.9)."""
+    stats = {}
+    for kind, pattern in (('AdaLIN', r'generator_[AB]/adaptive_resblock\d+/res\d/instance_layer_norm/rho'),
+                          ('LIN', r'generator_[AB]/layer_ins_norm_\d/rho')):
+        values = np.concatenate([reader.get(n).ravel() for n in reader.names() if re.fullmatch(pattern, n)] or [np.zeros(0)])
+        if values.size:
+            stats[kind] = {'min': float(values.min()), 'mean': float(values.mean()), 'max': float(values.max())}
+    return stats

@@ -14,21 +14,25 @@ def n_params(layer) -> int:
 # --------------------------------------------------------------------------- #
 # Shapes
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize('pad, h, w', [(1, 2, 2), (1, 2, 5), (3, 4, 4), (3, 7, 9)])
+@pytest.mark.parametrize('pad, h, w', [(1, 2, 2), (1, 2, 5), (3, 4, 4), (3, 7, 9), ((1, 2, 1, 2), 3, 3),
+                                       ((1, 0, 1, 0), 4, 5), ((0, 2, 3, 1), 5, 4)])
 def test_reflection_pad_equals_numpy_reflect(pad, h, w):
-    """Values and gradient of torch's ReflectionPad2d, down to the smallest map (pad + 1 pixels)."""
+    """Values and gradient of torch's ReflectionPad2d (an int or left, right, top, bottom), down to the
+    smallest map (pad + 1 pixels)."""
+    left, right, top, bottom = (pad,) * 4 if isinstance(pad, int) else pad
     x = np.random.RandomState(0).randn(2, 3, h, w).astype(np.float32)
-    expected = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode='reflect')
+    expected = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode='reflect')
     t = paddle.to_tensor(x, stop_gradient=False)
     y = ReflectionPad2d(pad)(t)
     np.testing.assert_array_equal(y.numpy(), expected)
     weight = np.random.RandomState(1).randn(*expected.shape).astype(np.float32)
     (y * paddle.to_tensor(weight)).sum().backward()
     reference = paddle.to_tensor(x, stop_gradient=False)
-    (paddle.nn.functional.pad(reference, [pad] * 4, mode='reflect') * paddle.to_tensor(weight)).sum().backward()
+    (paddle.nn.functional.pad(reference, [left, right, top, bottom], mode='reflect')
+     * paddle.to_tensor(weight)).sum().backward()
     np.testing.assert_allclose(t.grad.numpy(), reference.grad.numpy(), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match='larger --img_size'):
-        ReflectionPad2d(pad)(paddle.zeros([1, 1, pad, pad + 1]))
+        ReflectionPad2d(pad)(paddle.zeros([1, 1, max(top, bottom), max(left, right) + 1]))
 
 
 @pytest.mark.parametrize('light', [True, False])
