@@ -591,10 +591,13 @@ class UGATIT:
     def load_state(self, path: str, state: dict, weights_only: bool = False) -> int:
         ckpt.check_architecture(path, state.get('arch'), self.arch())
         for name, net in self.networks().items():
-            if name not in state:
-                if weights_only and name.startswith('dis'):       # a generators-only checkpoint: test, infer
+            if name not in state and name.startswith('dis') and 'genA2B' in state:
+                if weights_only:                            # a generators-only checkpoint: test, infer, export
                     continue
-                raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT training checkpoint')
+                raise CheckpointError(f'{path} holds the generators only (a TF test-phase checkpoint or convert.py '
+                                      f'--generators_only): it tests, infers and exports; training needs a full one')
+            if name not in state:
+                raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT checkpoint')
             _check_state_shapes(path, name, net, state[name])         # set_state_dict only warns
             net.set_state_dict(state[name])
         if not weights_only:

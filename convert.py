@@ -16,16 +16,18 @@ import re
 
 import paddle
 
-from extras.convert import ConversionError, convert_checkpoint
+from extras.convert import convert_checkpoint
 from main import parse_args
+from utils import str2bool
 from UGATIT import ARCH_ARGS
 
 
 def main_flags(arch: dict, dataset: str | None) -> str:
     """The main.py flags that run a converted model: the dataset and its architecture flags that differ
     from the defaults (what --phase test and --resume True would also read from the checkpoint)."""
-    defaults = parse_args(['--arch', arch.get('arch', 'pytorch'), '--device', 'cpu'])     # as main.py resolves them
-    flags = [f'--{k} {arch[k]}' for k in ARCH_ARGS if k in arch and arch[k] != getattr(defaults, k)]
+    plain, resolved = parse_args(['--device', 'cpu']), parse_args(['--arch', arch.get('arch', 'pytorch'), '--device', 'cpu'])
+    defaults = {k: getattr(plain if k == 'arch' else resolved, k) for k in ARCH_ARGS}    # smoothing follows --arch
+    flags = [f'--{k} {arch[k]}' for k in ARCH_ARGS if k in arch and arch[k] != defaults[k]]
     return ' '.join([f'--dataset {dataset or "<dataset>"}'] + flags)
 
 
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'a full model\'s size is read from its weights')
     p.add_argument('--dataset', type=str, default=None, help='dataset name for the file name when --dst is a '
                                                              'folder (default: from the --src name)')
+    p.add_argument('--generators_only', type=str2bool, default=False,
+                   help='convert the two generators only (a quarter of the size): enough to test, infer, export '
+                        'and serve, not to fine-tune')
     return p
 
 
@@ -48,11 +53,14 @@ def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     paddle.set_device('cpu')
     try:
-        dst, arch = convert_checkpoint(args.src, args.dst, args.step, args.img_size, args.dataset)
-    except (ConversionError, OSError) as e:
+        dst, arch, notes = convert_checkpoint(args.src, args.dst, args.step, args.img_size, args.dataset,
+                                              args.generators_only)
+    except (ValueError, OSError) as e:                 # ConversionError, TFCheckpointError: one line
         raise SystemExit(f'error: {e}') from None
     match = re.fullmatch(r'(.+)_params_(\d+)\.pdparams', os.path.basename(dst))
     print(f'wrote {dst}: ' + ', '.join(f'{k} {arch[k]}' for k in ARCH_ARGS if k in arch))
+    for key, value in notes.items():
+        print(f'  {key}: {value}')
     if not match:
         print('(--phase test and --resume look for <result_dir>/<dataset>/model/<dataset>_params_%07d.pdparams)')
     print('main.py flags: ' + main_flags(arch, args.dataset or (match.group(1) if match else None)))

@@ -243,6 +243,14 @@ TF_SCOPES = {'genA2B': 'generator_B', 'genB2A': 'generator_A',         # generat
 TF_POWERS = {'G_optim': ('beta1_power', 'beta2_power'), 'D_optim': ('beta1_power_1', 'beta2_power_1')}
 
 
+def tf_variables(name: str, arch: dict, trainable: bool = False) -> list[str]:
+    """The TF variables (full names) of one of our networks: every state-dict entry, or the parameters."""
+    with paddle.LazyGuard():                     # shapes only: nothing allocated
+        network = build_network(name, arch)
+    keys = [k for k, _ in network.named_parameters()] if trainable else list(network.state_dict())
+    return [f'{TF_SCOPES[name]}/{tf_variable(network, key)}' for key in keys]
+
+
 def tf_variable(network: nn.Layer, key: str) -> str:
     """The TF variable (below the network's scope) of our state-dict key: layer paths are the TF scopes;
     tf.layers convolutions and dense layers add a 'conv2d'/'dense' scope, and a spectral norm's u sits
@@ -282,7 +290,8 @@ def infer_tf_arch(reader: TFCheckpoint, img_size: int | None, smoothing: bool) -
     if not light and (size // 4) ** 2 * dim != fc_in:
         raise ConversionError(f'generator_B/MLP/linear_0 sees {fc_in} values, not (img_size/4)²·{dim}')
     n_res = len({n for n in reader.names() if re.fullmatch(r'generator_B/resblock_\d+/res1/conv_0/conv2d/kernel', n)})
-    n_dis = 1 + len({n for n in reader.names() if re.fullmatch(r'discriminator_A/global/conv_\d+/kernel', n)})
+    n_global = len({n for n in reader.names() if re.fullmatch(r'discriminator_A/global/conv_\d+/kernel', n)})
+    n_dis = n_global + 1 if n_global else 6                # a generators-only checkpoint: the TF default
     return dict(DEFAULT_ARCH, arch='tf', light=light, img_size=size, ch=ch, n_res=n_res, n_dis=n_dis, img_ch=img_ch,
                 smoothing=smoothing)
 
@@ -317,6 +326,13 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
             optimizer = 'G_optim' if name.startswith('gen') else 'D_optim'
             optimizers.setdefault(optimizer, {}).update(tf_adam_state(reader, name, network, variables, conv_kernels,
                                                                       TF_POWERS[optimizer]))
+    used = {v for name in names for v in tf_variables(name, arch)}
+    used |= {f'{v}/{slot}' for name in names for v in tf_variables(name, arch, trainable=True) for slot in ('Adam', 'Adam_1')
+             if f'{v}/{slot}' in reader} | {p for powers in TF_POWERS.values() for p in powers if p in reader}
+    unused = sorted(set(reader.names()) - used)
+    if unused and not generators_only:
+        raise ConversionError(f'{reader.prefix} holds {len(unused)} variables the authors\' U-GAT-IT does not have, '
+                              f'e.g. {unused[:3]}: not their checkpoint, or another version of their code')
     state.update(optimizers)
     state.update(format=ckpt.FORMAT, step=int(step), arch=arch, converted_from=reader.prefix)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)

@@ -7,6 +7,9 @@ import functools
 import json
 import logging
 import os
+import shutil
+import struct
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -86,6 +89,71 @@ def to_input(images: np.ndarray) -> paddle.Tensor:
 def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
     """max |ours − ref| / max |ref|."""
     return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+# --------------------------------------------------------------------------- #
+# TF checkpoints written by the authors' code (tests/fixtures/make_tf_fixtures.py), and ways to damage copies
+# --------------------------------------------------------------------------- #
+def tf_prefix(config: str, step: int) -> str:
+    """The prefix of tests/fixtures/tf/<config>'s model-<step> (config light, full or light_test_phase)."""
+    (index,) = Path(FIXTURES, 'tf', config, 'checkpoint').glob(f'*/*.model-{step}.index')
+    return str(index)[:-len('.index')]
+
+
+def copy_checkpoint(prefix: str, tmp_path: Path) -> str:
+    """Copies the fixture's folder to tmp_path/checkpoint/<model_dir>/ and returns the copy's prefix."""
+    folder = Path(prefix).parent
+    shutil.copytree(folder, tmp_path / 'checkpoint' / folder.name)
+    return str(tmp_path / 'checkpoint' / folder.name / Path(prefix).name)
+
+
+def data_file(prefix: str) -> str:
+    (path,) = Path(prefix).parent.glob(Path(prefix).name + '.data-*')
+    return str(path)
+
+
+# A minimal writer of LevelDB tables (tensorflow/core/lib/io/table_builder.cc), to store edited index entries.
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7f | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def masked_crc(data: bytes) -> int:
+    import crc32c
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
+
+
+def write_table(path: str, items: list[tuple[bytes, bytes]]) -> None:
+    """One data block (every entry a restart point), an empty metaindex block, an index block, the footer."""
+    out = bytearray()
+
+    def put_block(entries: list[tuple[bytes, bytes]]) -> bytes:
+        body, restarts = bytearray(), []
+        for key, value in entries:
+            restarts.append(len(body))
+            body += varint(0) + varint(len(key)) + varint(len(value)) + key + value
+        body += struct.pack(f'<{len(restarts)}I', *restarts) + struct.pack('<I', len(restarts))
+        handle = varint(len(out)) + varint(len(body))
+        out.extend(body + b'\0' + struct.pack('<I', masked_crc(bytes(body) + b'\0')))
+        return handle
+
+    data = put_block(items)
+    footer = put_block([]) + put_block([(items[-1][0] + b'\xff', data)])
+    out += footer.ljust(40, b'\0') + struct.pack('<Q', 0xdb4775248b80fb57)
+    Path(path).write_bytes(out)
+
+
+def rewrite_entries(prefix: str, edit, keep=lambda name: True) -> None:
+    """Rewrites prefix.index with edit(key, value) -> value applied to every entry but the header,
+    keeping the entries whose name ``keep`` accepts."""
+    from extras import tf_checkpoint
+    items = tf_checkpoint._read_table(Path(prefix + '.index').read_bytes())
+    write_table(prefix + '.index', items[:1] + [(k, edit(k.decode(), v)) for k, v in items[1:] if keep(k.decode())])
+
 
 
 @pytest.fixture(scope='session')

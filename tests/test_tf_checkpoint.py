@@ -4,15 +4,14 @@ import math
 import os
 import re
 import shutil
-import struct
 import sys
 from pathlib import Path
 
-import crc32c
 import numpy as np
 import pytest
 
 from extras import tf_checkpoint
+from conftest import copy_checkpoint, data_file, rewrite_entries, varint, write_table
 from extras.tf_checkpoint import TFCheckpoint, TFCheckpointError, find_checkpoint
 
 FIXTURE_ROOT = Path(__file__).parent / 'fixtures' / 'tf' / 'light' / 'checkpoint'
@@ -37,58 +36,6 @@ def prefix(folder) -> str:
 @pytest.fixture(scope='module')
 def ckpt(prefix) -> TFCheckpoint:
     return TFCheckpoint(prefix)
-
-
-def copy_checkpoint(prefix: str, tmp_path: Path) -> str:
-    """Copies the fixture's folder to tmp_path/checkpoint/<model_dir>/ and returns the copy's prefix."""
-    folder = Path(prefix).parent
-    shutil.copytree(folder, tmp_path / 'checkpoint' / folder.name)
-    return str(tmp_path / 'checkpoint' / folder.name / Path(prefix).name)
-
-
-def data_file(prefix: str) -> str:
-    (path,) = Path(prefix).parent.glob(Path(prefix).name + '.data-*')
-    return str(path)
-
-
-# A minimal writer of LevelDB tables (tensorflow/core/lib/io/table_builder.cc), to store edited index entries.
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7f | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
-
-
-def masked_crc(data: bytes) -> int:
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
-
-
-def write_table(path: str, items: list[tuple[bytes, bytes]]) -> None:
-    """One data block (every entry a restart point), an empty metaindex block, an index block, the footer."""
-    out = bytearray()
-
-    def put_block(entries: list[tuple[bytes, bytes]]) -> bytes:
-        body, restarts = bytearray(), []
-        for key, value in entries:
-            restarts.append(len(body))
-            body += varint(0) + varint(len(key)) + varint(len(value)) + key + value
-        body += struct.pack(f'<{len(restarts)}I', *restarts) + struct.pack('<I', len(restarts))
-        handle = varint(len(out)) + varint(len(body))
-        out.extend(body + b'\0' + struct.pack('<I', masked_crc(bytes(body) + b'\0')))
-        return handle
-
-    data = put_block(items)
-    footer = put_block([]) + put_block([(items[-1][0] + b'\xff', data)])
-    out += footer.ljust(40, b'\0') + struct.pack('<Q', 0xdb4775248b80fb57)
-    Path(path).write_bytes(out)
-
-
-def rewrite_entries(prefix: str, edit) -> None:
-    """Rewrites prefix.index with edit(key, value) -> value applied to every entry but the header."""
-    items = tf_checkpoint._read_table(Path(prefix + '.index').read_bytes())
-    write_table(prefix + '.index', items[:1] + [(k, edit(k.decode(), v)) for k, v in items[1:]])
 
 
 def field(number: int, value) -> bytes:
