@@ -29,16 +29,18 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from dataset import ImageFolder, TrainSampler, check_dataset, make_loader, test_transform, write_image
+from dataset import DatasetError, ImageFolder, TrainSampler, check_dataset, grid_images, make_loader, write_image
 from extras import checkpoints as ckpt
+from extras.amp import autocast, grad_scaler
 from extras.checkpoints import CheckpointError, checkpoint_name
-from extras.deploy import StripModel, strip_engine
+from extras.deploy import StripModel, translate_folder
 from extras.distributed import any_rank, distribute, mean_over_ranks, rank, ranks_agree, unwrap
-from extras.guards import StopRequest, TrainingDiverged, all_finite, frozen, ignore_interrupt, snapshot, update_is_finite
-from extras.monitor import Monitor, progress_bar
-from extras.tf_networks import TFAdam, TFDiscriminator, TFResnetGenerator, advance_power_iterations, decay_kernels, spectral_norms
-from networks import NETWORKS, Discriminator, ResnetGenerator, RhoClipper
-from utils import check_folder, translation_strip
+from extras.guards import NonFiniteStreak, StopRequest, all_finite, frozen, ignore_interrupt, snapshot, update_is_finite
+from extras.monitor import Monitor, rho_values
+import networks
+from extras.tf_networks import TFAdam, advance_power_iterations, build_tf_network, decay_kernels, spectral_norms
+from networks import NETWORKS, RhoClipper
+from utils import check_folder, translation_strips
 
 log = logging.getLogger('ugatit')
 
@@ -48,29 +50,12 @@ ARCH_ARGS = ('arch', 'light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch', 'nor
 
 
 def build_network(name: str, arch: dict) -> paddle.nn.Layer:
-    """One of the six ``NETWORKS`` for an architecture (a dict of ``ARCH_ARGS``).
-
-    The official code hard-codes n_layers 7 (global D) and 5 (local D) and ignores --n_dis; they are
-    n_dis + 1 and n_dis − 1 for its default n_dis = 6, the TF code's meaning. ``arch='tf'`` builds the
-    authors' TensorFlow architecture instead (extras/tf_networks.py), to hold their released model.
-    """
-    if arch.get('arch', 'pytorch') == 'tf':
-        if name.startswith('gen'):
-            return TFResnetGenerator(arch['img_ch'], arch['ch'], arch['n_res'], arch['img_size'], arch['light'],
-                                     arch['smoothing'])
-        return TFDiscriminator(arch['img_ch'], arch['ch'], arch['n_dis'], local=name.startswith('disL'))
-    if name.startswith('gen'):
-        return ResnetGenerator(input_nc=arch['img_ch'], output_nc=arch['img_ch'], ngf=arch['ch'], n_blocks=arch['n_res'],
-                               img_size=arch['img_size'], light=arch['light'], norm=arch['norm'],
-                               use_cam=arch['cam_g'], self_attn='g' in arch['self_attn'])
-    return Discriminator(input_nc=arch['img_ch'], ndf=arch['ch'],
-                         n_layers=arch['n_dis'] + 1 if name.startswith('disG') else arch['n_dis'] - 1,
-                         use_cam=arch['cam_d'], self_attn='d' in arch['self_attn'], img_size=arch['img_size'])
+    """One of the six ``NETWORKS`` for an architecture (a dict of ``ARCH_ARGS``): the official PyTorch
+    code's, or with ``arch='tf'`` the authors' TensorFlow code's, to hold their released model."""
+    return (build_tf_network if arch.get('arch', 'pytorch') == 'tf' else networks.build_network)(name, arch)
 
 
-# --------------------------------------------------------------------------- #
-# Losses: one helper per formula, in float32 (also under mixed precision)
-# --------------------------------------------------------------------------- #
+# ---- Losses: one helper per formula, in float32 (also under mixed precision) -------------------
 def mse(x: paddle.Tensor, target: float) -> paddle.Tensor:
     """E[(x − target)²]: the official ``MSELoss`` against ones or zeros."""
     return ((x.astype('float32') - target) ** 2).mean()
@@ -145,42 +130,44 @@ class UGATIT:
     def arch(self) -> dict:
         return {name: getattr(self.args, name) for name in ARCH_ARGS}
 
-    # ------------------------------------------------------------------ #
-    # Model
-    # ------------------------------------------------------------------ #
+    # ---- Model -------------------------------------------------------------------------------------
     def build_model(self) -> None:
         """The six networks, both optimisers and the ρ clipper (no data needed)."""
         paddle.seed(self.seed)
-        networks = {name: build_network(name, self.arch()) for name in NETWORKS}   # in the official order
-        self.G_params = [p for name in ('genA2B', 'genB2A') for p in networks[name].parameters()]
-        self.D_params = [p for name in ('disGA', 'disGB', 'disLA', 'disLB') for p in networks[name].parameters()]
+        nets = {name: build_network(name, self.arch()) for name in NETWORKS}   # in the official order
+        self.G_params = [p for name in ('genA2B', 'genB2A') for p in nets[name].parameters()]
+        self.D_params = [p for name in ('disGA', 'disGB', 'disLA', 'disLB') for p in nets[name].parameters()]
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's). The TF code
         # decays kernels only, and its Adam adds ε to √v (extras/tf_networks.py).
         Adam, adam = paddle.optimizer.Adam, dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
                                                  weight_decay=self.weight_decay or None)
         if self.args.arch == 'tf':
             Adam, adam['weight_decay'] = TFAdam, None
-            decay_kernels(networks.values(), self.weight_decay)
+            decay_kernels(nets.values(), self.weight_decay)
         optimizers = {'G_optim': Adam(parameters=self.G_params, **adam), 'D_optim': Adam(parameters=self.D_params, **adam)}
         # Every discriminator's spectral-norm u and v: put back when a non-finite D loss skips a step. The TF
         # architecture's spectral norms move u once per update, when told (advance_power_iterations).
-        discriminators = [networks[name] for name in ('disGA', 'disGB', 'disLA', 'disLB')]
+        discriminators = [nets[name] for name in ('disGA', 'disGB', 'disLA', 'disLB')]
         self.sn_vectors = [b for D in discriminators for key, b in D.named_buffers() if key.endswith(('weight_u', 'weight_v'))]
         self.tf_spectral_norms = spectral_norms(discriminators)
-        # Loss scaling for fp16 (one scaler per optimizer); disabled, a no-op, otherwise.
-        fp16 = self.args.amp == 'fp16'
-        self.G_scaler = paddle.amp.GradScaler(enable=fp16, init_loss_scaling=2.0 ** 15)
-        self.D_scaler = paddle.amp.GradScaler(enable=fp16, init_loss_scaling=2.0 ** 15)
+        # Loss scaling for --amp fp16 (one scaler per optimizer); disabled, a no-op, otherwise.
+        self.G_scaler, self.D_scaler = grad_scaler(self.args.amp), grad_scaler(self.args.amp)
         # ρ of AdaLIN and LIN lives in [0, 1]: clipped after every generator step.
         self.Rho_clipper = RhoClipper(0, 1)
         # Several processes: every network and optimizer wrapped for data parallelism.
-        networks, optimizers = distribute(networks, optimizers)
-        for name, value in {**networks, **optimizers}.items():
+        nets, optimizers = distribute(nets, optimizers)
+        for name, value in {**nets, **optimizers}.items():
             setattr(self, name, value)
 
     def networks(self) -> dict:
         """The six bare networks (unwrapped from data parallelism), by official name."""
         return {name: unwrap(getattr(self, name)) for name in NETWORKS}
+
+    def optimizers(self) -> dict:
+        return {'G_optim': self.G_optim, 'D_optim': self.D_optim}
+
+    def scalers(self) -> dict:
+        return {'G_scaler': self.G_scaler, 'D_scaler': self.D_scaler}
 
     def set_mode(self, train: bool, names=NETWORKS) -> None:
         for name in names:
@@ -197,16 +184,7 @@ class UGATIT:
             return self.lr
         return self.lr * (1.0 - (step - half) / half)
 
-    def autocast(self):
-        """``paddle.amp.auto_cast`` O1 in the --amp dtype (normalisation statistics and losses stay
-        float32), or nothing."""
-        if self.args.amp == 'off':
-            return contextlib.nullcontext()
-        return paddle.amp.auto_cast(level='O1', dtype='float16' if self.args.amp == 'fp16' else 'bfloat16')
-
-    # ------------------------------------------------------------------ #
-    # One training step
-    # ------------------------------------------------------------------ #
+    # ---- One training step -------------------------------------------------------------------------
     def translate(self, real_A: paddle.Tensor, real_B: paddle.Tensor) -> dict:
         """The six generator forwards of a step, by their official names."""
         fake_A2B, fake_A2B_cam_logit, _ = self.genA2B(real_A)
@@ -276,13 +254,13 @@ class UGATIT:
         A step whose loss or gradients are not finite is skipped (``extras.guards``).
         """
         self.set_mode(train=True)
-        with self.autocast():
+        with autocast(self.args.amp):
             fakes = self.translate(real_A, real_B)
 
         # Update D
         self.D_optim.clear_grad()
         restore_power_iterations = snapshot(self.sn_vectors)
-        with self.autocast():
+        with autocast(self.args.amp):
             D_losses = self.discriminator_losses(real_A, real_B, fakes['fake_A2B'].detach(), fakes['fake_B2A'].detach())
         self.D_scaler.scale(D_losses['D_loss']).backward()
         if not update_is_finite(D_losses['D_loss'], self.D_params, self.D_scaler):
@@ -295,7 +273,7 @@ class UGATIT:
 
         # Update G, the discriminators frozen (the official code computes their gradients and discards them)
         self.G_optim.clear_grad()
-        with frozen(self.D_params), self.autocast():
+        with frozen(self.D_params), autocast(self.args.amp):
             G_losses = self.generator_losses(real_A, real_B, **fakes)
             self.G_scaler.scale(G_losses['G_loss']).backward()
         if not update_is_finite(G_losses['G_loss'], self.G_params, self.G_scaler):
@@ -319,49 +297,36 @@ class UGATIT:
         self.nonfinite_steps += 1
         return self.as_floats(losses)
 
-    # ------------------------------------------------------------------ #
-    # Training loop
-    # ------------------------------------------------------------------ #
+    # ---- Training loop -----------------------------------------------------------------------------
     def train(self) -> None:
-        """Train from step 1, or from the newest checkpoint with --resume, up to --iteration.
-
-        One trainer per run folder; stops cleanly on SIGINT/SIGTERM (checkpoint at the current
-        step); skips steps whose loss or gradients are not finite, giving up after --max_nan_steps
-        in a row.
-        """
+        """Train from step 1, or from the newest checkpoint with --resume, up to --iteration: one trainer
+        per run folder, a clean stop on SIGINT/SIGTERM, non-finite steps skipped (docs/robustness.md)."""
         check_dataset(self.data_root, self.dataset)
         domains = {d: ImageFolder(os.path.join(self.data_root, self.dataset, d), self.img_size, augment=True,
                                   channels=self.img_ch) for d in ('trainA', 'trainB')}
         self.fingerprint = {d: folder.fingerprint() for d, folder in domains.items()}
-        ckpt.check_writable(self.model_dir, need_bytes=self.checkpoint_bytes())
+        ckpt.check_writable(self.model_dir, need_bytes=3 * ckpt.state_bytes(self.G_params + self.D_params))
         with ckpt.RunLock(self.out_dir) if rank() == 0 else contextlib.nullcontext():
             for path in ckpt.remove_stale_temporaries(self.model_dir, self.img_dir) if rank() == 0 else []:
                 log.warning('removed %s, left by a process killed while writing it', path)
-            self.start_step = self.resume_latest() if self.args.resume else self.check_fresh_start()
+            self.start_step = (self.resume_latest() if self.args.resume
+                               else ckpt.fresh_start(self.model_dir, self.dataset, replace_demo=self.args.demo))
             if not ranks_agree(self.start_step):
-                raise CheckpointError('the ranks resumed at different steps (each rank reads <result_dir>/<dataset>/'
-                                      'model: use a filesystem shared by all machines)')
+                raise CheckpointError('the ranks resumed at different steps: use a --result_dir all machines share')
             if self.start_step >= self.iteration:
                 log.info('nothing to do: step %d already reached --iteration %d', self.start_step, self.iteration)
                 return
             check_folder(self.img_dir)
-            grid = self.grid_samples(domains['trainA'], domains['trainB'])
+            grid = {d[-1]: grid_images(domains[d], os.path.join(self.data_root, self.dataset, 'test' + d[-1]))
+                    for d in domains}
             streams = [self.train_stream(domains[d], stream, self.start_step + 1) for stream, d in enumerate(domains)]
             log.info('training start: steps %d..%d, %s, batch %d, %d+%d train images', self.start_step + 1,
                      self.iteration, self.model_name, self.batch_size, len(domains['trainA']), len(domains['trainB']))
             with StopRequest().installed() as stop:
-                self.loop(streams, grid, stop)
-
-    def check_fresh_start(self) -> int:
-        """0, after checking that no earlier run would be overwritten (``--demo`` replaces its own)."""
-        found = ckpt.candidates(self.model_dir, self.dataset)
-        if found and self.args.demo:
-            log.warning('replacing the previous demo run in %s', self.model_dir)
-            shutil.rmtree(self.model_dir)
-        elif found:
-            raise CheckpointError(f'{self.model_dir} holds a run (newest checkpoint: step {found[0][0]}): continue it '
-                                  f'with --resume True, or start a new one with another --result_dir')
-        return 0
+                try:
+                    self.loop(streams, grid, stop)
+                finally:
+                    streams.clear()              # the loaders' worker processes end now, whatever happened
 
     def train_stream(self, dataset: ImageFolder, stream: int, first_step: int):
         sampler = TrainSampler(dataset, self.batch_size, self.seed, stream, first_step, self.iteration)
@@ -372,7 +337,7 @@ class UGATIT:
         log_every = max(1, self.print_freq // 10)
         monitor = Monitor(os.path.join(self.out_dir, 'vdl'), self.start_step + 1, self.iteration, log_every,
                           enabled=rank() == 0)
-        nan_run = 0
+        streak = NonFiniteStreak(self.args.max_nan_steps, self.newest_checkpoint)
         with contextlib.closing(monitor):
             for step in range(self.start_step + 1, self.iteration + 1):
                 lr = self.lr_at(step)
@@ -382,12 +347,10 @@ class UGATIT:
                 skipped_before = self.nonfinite_steps
                 losses = self.train_step(real_A, real_B)
                 self.start_step = step
-                nan_run = nan_run + 1 if self.nonfinite_steps > skipped_before else 0
-                monitor.step(losses, skipped=nan_run > 0)
-                if nan_run:
-                    self.check_divergence(step, losses, nan_run)
+                monitor.step(losses, skipped=self.nonfinite_steps > skipped_before)
+                streak.record(step, losses, skipped=self.nonfinite_steps > skipped_before)
                 if step % log_every == 0 or step == self.iteration:
-                    monitor.report(step, lr, self.rho_values() if rank() == 0 else {})
+                    monitor.report(step, lr, rho_values(self.networks()) if rank() == 0 else {})
                 if step % self.print_freq == 0:
                     for direction, image in self.save_grids(step, grid).items():
                         monitor.image(f'grid/{direction}', image, step)
@@ -403,28 +366,16 @@ class UGATIT:
         """The step's batch of each domain; if loading fails (e.g. the data became unreadable), the
         last completed step is saved before stopping with one line."""
         try:
-            return [next(stream)[0] for stream in streams]
+            batches = [next(stream) for stream in streams]
+            if any(int(index.min()) < 0 for _, index in batches):
+                raise DatasetError('no image of a training domain is readable any more')
+            return [images for images, _ in batches]
         except (SystemError, RuntimeError, ValueError) as e:       # a worker's error arrives as SystemError
             path = self.save_latest(step - 1) if step > 1 else None
             raise CheckpointError(f'loading the training images failed at step {step} ({type(e).__name__}: '
                                   f'{str(e).splitlines()[0] if str(e) else "no message"}); '
                                   + (f'step {step - 1} is saved in {path}: ' if path else '')
                                   + 'check the data, then --resume True') from None
-
-    def check_divergence(self, step: int, losses: dict, nan_run: int) -> None:
-        log.warning('step %d: non-finite loss or gradient (D_loss %s, G_loss %s): update skipped (%d in a row, '
-                    '%d this run)', step, losses['D_loss'], losses['G_loss'], nan_run, self.nonfinite_steps)
-        if nan_run >= self.args.max_nan_steps:
-            last = self.newest_checkpoint()
-            raise TrainingDiverged(
-                f'{nan_run} consecutive steps with non-finite losses or gradients (steps {step - nan_run + 1}-{step}): '
-                f'training stopped; the last good checkpoint is {last or "none (none was written)"}: '
-                f'lower --lr or check the data, then --resume True')
-
-    def rho_values(self) -> dict[str, np.ndarray]:
-        """ρ of every AdaLIN/LIN layer, by 'genA2B.UpBlock1_1.norm1'-style name."""
-        return {f'{name}.{key}': layer.rho.numpy() for name in ('genA2B', 'genB2A')
-                for key, layer in self.networks()[name].named_sublayers() if hasattr(layer, 'rho')}
 
     def periodic_saves(self, step: int) -> None:
         if step % self.save_freq == 0:
@@ -440,39 +391,12 @@ class UGATIT:
             self.save(path, step)
         return path
 
-    # ------------------------------------------------------------------ #
-    # Translations with their CAM heatmaps: sample grids and test strips
-    # ------------------------------------------------------------------ #
-    def grid_samples(self, trainA: ImageFolder, trainB: ImageFolder, n: int = 5) -> dict:
-        """Fixed images for the progress grids: n train and n test images per domain.
-
-        The official code draws them from the running training iterators, which shifts the data
-        stream at every grid; fixed images keep the stream (and exact resume) intact and show the
-        same faces from grid to grid.
-        """
-        samples = {}
-        for domain, train in (('A', trainA), ('B', trainB)):
-            test_path = os.path.join(self.data_root, self.dataset, 'test' + domain)
-            test = ImageFolder(test_path, self.img_size, channels=self.img_ch) if os.path.isdir(test_path) else train
-            images = [train.load(i % len(train)) for i in range(n)] + [test.load(i % len(test)) for i in range(n)]
-            samples[domain] = np.stack([test_transform(img, self.img_size) for img in images])
-        return samples
-
+    # ---- Translations with their CAM heatmaps: sample grids and test strips ------------------------
     def strip_model(self, direction: str) -> StripModel:
         """Translation, cycle and identity of one direction (the official test sequence)."""
         nets = self.networks()
         return StripModel(nets['genA2B'], nets['genB2A']) if direction == 'A2B' \
             else StripModel(nets['genB2A'], nets['genA2B'])
-
-    @staticmethod
-    def strips(real: np.ndarray, outputs: list, img_size: int) -> list[np.ndarray]:
-        """The official 7-tile strips (real, CAM, identity, CAM, translation, CAM, cycle), one per image."""
-        fake, fake_heatmap, cycle, cycle_heatmap, identity, identity_heatmap = outputs
-
-        def at(heatmap, i):                         # no heatmap without CAM (--cam_g False)
-            return None if heatmap is None else heatmap[i]
-        return [translation_strip(real[i], identity[i], at(identity_heatmap, i), fake[i], at(fake_heatmap, i),
-                                  cycle[i], at(cycle_heatmap, i), img_size) for i in range(real.shape[0])]
 
     def save_grids(self, step: int, grid: dict) -> dict[str, np.ndarray]:
         """``img/A2B_%07d.png`` and ``img/B2A_%07d.png``: 7 rows × (5 train + 5 test) columns (rank 0)."""
@@ -482,7 +406,7 @@ class UGATIT:
         self.set_mode(False, ('genA2B', 'genB2A'))
         for direction, domain in (('A2B', 'A'), ('B2A', 'B')):
             outputs = self.strip_model(direction).run_eager(grid[domain])
-            grids[direction] = np.concatenate(self.strips(grid[domain], outputs, self.img_size), axis=1)
+            grids[direction] = np.concatenate(translation_strips(grid[domain], outputs, self.img_size), axis=1)
             path = os.path.join(self.img_dir, f'{direction}_{step:07d}.png')
             try:
                 write_image(path, grids[direction])
@@ -492,9 +416,7 @@ class UGATIT:
         self.set_mode(True, ('genA2B', 'genB2A'))
         return grids
 
-    # ------------------------------------------------------------------ #
-    # Test
-    # ------------------------------------------------------------------ #
+    # ---- Test --------------------------------------------------------------------------------------
     def test(self) -> str:
         """Translate testA and testB with the newest checkpoint (rank 0; returns the test folder).
 
@@ -519,43 +441,13 @@ class UGATIT:
         return self.test_dir
 
     def translate_folder(self, data: ImageFolder, direction: str, out_dir: str, strip_dir: str | None = None) -> int:
-        """Translate every image of ``data`` into ``out_dir/<stem>.png`` and, with ``strip_dir``, the
-        official strips ``strip_dir/<direction>_%d.png``. Returns the number of images.
-
-        On the CPU the generators run as a Paddle Inference program on oneDNN kernels (``strip_engine``,
-        the same numbers to float rounding, several times faster); elsewhere eagerly.
-        """
+        """Translate every image of ``data`` into ``out_dir/<stem>.png`` (and the official strips into
+        ``strip_dir``), on a Paddle Inference engine on the CPU (extras/deploy.py); the image count."""
         self.set_mode(False, ('genA2B', 'genB2A'))
-        model = self.strip_model(direction)
-        run = strip_engine(model, self.img_ch, self.img_size, bf16=self.args.amp == 'bf16') \
-            if paddle.get_device() == 'cpu' else model.run_eager
-        batch = 8 if self.args.ch * self.img_size <= 2048 else 1       # docs/performance.md: batching pays only for small models
-        bar, n = progress_bar(len(data), desc=direction, unit='img'), 0
-        for real, index in make_loader(data, batch_size=batch, num_workers=self.args.num_workers):
-            for i, strip in enumerate(self.strips(real.numpy(), run(real.numpy()), self.img_size)):
-                n += 1
-                if strip_dir is not None:
-                    write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
-                write_image(os.path.join(out_dir, data.stem(int(index[i])) + '.png'),
-                            strip[4 * self.img_size:5 * self.img_size])                  # tile 5 of 7
-            if bar is not None:
-                bar.update(real.shape[0])
-        if bar is not None:
-            bar.close()
-        return n
+        return translate_folder(self.strip_model(direction), data, direction, out_dir, strip_dir, bf16=self.args.amp == 'bf16',
+                                small_model=self.args.ch * self.img_size <= 2048, num_workers=self.args.num_workers)
 
-    # ------------------------------------------------------------------ #
-    # Checkpoints
-    # ------------------------------------------------------------------ #
-    def checkpoint_bytes(self) -> int:
-        """About the size of one checkpoint: weights plus Adam's two moments, in float32."""
-        return 3 * 4 * sum(int(np.prod(p.shape)) for p in self.G_params + self.D_params)
-
-    def stable_param_names(self, *names: str) -> dict[str, str]:
-        """Run-specific parameter name → 'genA2B.DownBlock.1.weight'-style stable name."""
-        nets = self.networks()
-        return {p.name: f'{name}.{key}' for name in names for key, p in nets[name].named_parameters()}
-
+    # ---- Checkpoints -------------------------------------------------------------------------------
     def save(self, path: str, step: int) -> None:
         """Write one checkpoint (rank 0, atomically; never when a parameter is not finite): the six
         networks (spectral-norm u/v included), both optimisers, the step, the learning rate, the data
@@ -565,12 +457,7 @@ class UGATIT:
         if not all_finite(self.G_params + self.D_params):
             log.error('not writing %s: the parameters at step %d are not finite', path, step)
             return
-        state = {name: net.state_dict() for name, net in self.networks().items()}
-        state['G_optim'] = ckpt.portable_optimizer_state(self.G_optim, self.stable_param_names('genA2B', 'genB2A'))
-        state['D_optim'] = ckpt.portable_optimizer_state(
-            self.D_optim, self.stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
-        if self.G_scaler.is_enable():
-            state['G_scaler'], state['D_scaler'] = self.G_scaler.state_dict(), self.D_scaler.state_dict()
+        state = ckpt.training_state(self.networks(), self.optimizers(), self.scalers())
         state.update(format=ckpt.FORMAT, step=int(step), lr=self.lr_at(max(step, 1)), arch=self.arch(),
                      args=vars(self.args).copy(), seed=self.seed, data=self.fingerprint)
         started = time.time()
@@ -590,27 +477,9 @@ class UGATIT:
 
     def load_state(self, path: str, state: dict, weights_only: bool = False) -> int:
         ckpt.check_architecture(path, state.get('arch'), self.arch())
-        for name, net in self.networks().items():
-            if name not in state and name.startswith('dis') and 'genA2B' in state:
-                if weights_only:                            # a generators-only checkpoint: test, infer, export
-                    continue
-                raise CheckpointError(f'{path} holds the generators only (a TF test-phase checkpoint or convert.py '
-                                      f'--generators_only): it tests, infers and exports; training needs a full one')
-            if name not in state:
-                raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT checkpoint')
-            _check_state_shapes(path, name, net, state[name])         # set_state_dict only warns
-            net.set_state_dict(state[name])
+        ckpt.load_networks(path, state, self.networks(), generators_only_ok=weights_only)
         if not weights_only:
-            if 'G_optim' in state and 'D_optim' in state:
-                ckpt.load_portable_optimizer_state(self.G_optim, state['G_optim'],
-                                                   self.stable_param_names('genA2B', 'genB2A'))
-                ckpt.load_portable_optimizer_state(self.D_optim, state['D_optim'],
-                                                   self.stable_param_names('disGA', 'disGB', 'disLA', 'disLB'))
-            else:
-                log.info('%s holds no optimizer state (converted weights?): Adam starts fresh', path)
-            if self.G_scaler.is_enable() and 'G_scaler' in state:
-                self.G_scaler.load_state_dict(state['G_scaler'])
-                self.D_scaler.load_state_dict(state['D_scaler'])
+            ckpt.load_training_state(path, state, self.networks(), self.optimizers(), self.scalers())
             if state.get('data') and self.fingerprint and state['data'] != self.fingerprint:
                 log.warning('the training images changed since %s was written: the data order differs '
                             'from an uninterrupted run', path)
@@ -638,15 +507,3 @@ class UGATIT:
         step = self.load_newest(weights_only=False)
         log.info('resumed from %s at step %d', self.loaded_checkpoint, step)
         return step
-
-
-def _check_state_shapes(path: str, name: str, net, state: dict) -> None:
-    """Every key present with the right shape (Paddle's set_state_dict only warns)."""
-    expected = net.state_dict()
-    problems = [f'missing {k}' for k in expected if k not in state]
-    problems += [f'unexpected {k}' for k in state if k not in expected]
-    problems += [f'{k}: {list(state[k].shape)} vs {list(v.shape)}' for k, v in expected.items()
-                 if k in state and list(state[k].shape) != list(v.shape)]
-    if problems:
-        raise CheckpointError(f'{path}: {name} does not fit this network: ' + ', '.join(problems[:8])
-                              + (f' and {len(problems) - 8} more' if len(problems) > 8 else ''))

@@ -222,7 +222,14 @@ class ImageFolder(paddle.io.Dataset):
 
     def __getitem__(self, key):
         index, aug_seed = key if isinstance(key, tuple) else (key, None)
-        img = self.load(index)
+        try:
+            img = self.load(index)
+        except DatasetError:
+            if aug_seed is None:
+                raise
+            # Training: index −1 tells the trainer, which saves and stops; an exception would kill the
+            # loader's worker processes in a state their shutdown can wait on forever.
+            return np.zeros((self.channels, self.img_size, self.img_size), np.float32), np.int64(-1)
         if self.augment:
             if aug_seed is None:
                 raise ValueError('a training ImageFolder needs (index, aug_seed) keys: use TrainSampler')
@@ -239,6 +246,17 @@ class ImageFolder(paddle.io.Dataset):
         """[image count, hash of the relative file names]: the data order is a function of these."""
         names = '\n'.join(os.path.relpath(p, self.root) for p in self.paths)
         return [len(self.paths), hashlib.sha1(names.encode()).hexdigest()[:16]]
+
+
+def grid_images(train: ImageFolder, test_folder: str, n: int = 5) -> np.ndarray:
+    """Fixed images for the progress grids: n train and n test images (train again without a test folder).
+
+    The official code draws them from the running training iterators, which shifts the data stream at
+    every grid; fixed images keep the stream (and exact resume) intact and show the same faces each time.
+    """
+    test = ImageFolder(test_folder, train.img_size, channels=train.channels) if os.path.isdir(test_folder) else train
+    images = [train.load(i % len(train)) for i in range(n)] + [test.load(i % len(test)) for i in range(n)]
+    return np.stack([test_transform(img, train.img_size) for img in images])
 
 
 def check_dataset(data_root: str, dataset: str, domains: Sequence[str] = DOMAINS) -> str:

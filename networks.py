@@ -575,6 +575,19 @@ class Discriminator(nn.Layer):
         return out, cam_logit, heatmap
 
 
+def build_network(name: str, arch: dict) -> nn.Layer:
+    """One of the six ``NETWORKS`` for an architecture dict (UGATIT.ARCH_ARGS), as the official
+    ``build_model`` builds them. It hard-codes n_layers 7 (global D) and 5 (local D) and ignores --n_dis;
+    they are n_dis + 1 and n_dis − 1 for its default n_dis = 6, the TF code's meaning."""
+    if name.startswith('gen'):
+        return ResnetGenerator(input_nc=arch['img_ch'], output_nc=arch['img_ch'], ngf=arch['ch'], n_blocks=arch['n_res'],
+                               img_size=arch['img_size'], light=arch['light'], norm=arch['norm'],
+                               use_cam=arch['cam_g'], self_attn='g' in arch['self_attn'])
+    return Discriminator(input_nc=arch['img_ch'], ndf=arch['ch'],
+                         n_layers=arch['n_dis'] + 1 if name.startswith('disG') else arch['n_dis'] - 1,
+                         use_cam=arch['cam_d'], self_attn='d' in arch['self_attn'], img_size=arch['img_size'])
+
+
 def min_image_size(n_layers: int) -> int:
     """Smallest square input (a multiple of 4, as the generator needs) a discriminator accepts.
 

@@ -73,6 +73,17 @@ def translation_strip(real, identity, identity_heatmap, fake, fake_heatmap, cycl
                            heat(fake_heatmap), to_rgb_tile(fake), heat(cycle_heatmap), to_rgb_tile(cycle)], axis=0)
 
 
+def translation_strips(real: np.ndarray, outputs: list, img_size: int) -> list[np.ndarray]:
+    """The official 7-tile strip of each image of a batch; ``outputs`` = (translation, its heatmap,
+    cycle, its heatmap, identity, its heatmap) as the test sequence returns them (heatmaps may be None)."""
+    fake, fake_heatmap, cycle, cycle_heatmap, identity, identity_heatmap = outputs
+
+    def at(heatmap, i):
+        return None if heatmap is None else heatmap[i]
+    return [translation_strip(real[i], identity[i], at(identity_heatmap, i), fake[i], at(fake_heatmap, i),
+                              cycle[i], at(cycle_heatmap, i), img_size) for i in range(real.shape[0])]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary path to write; on success it replaces ``path`` atomically.

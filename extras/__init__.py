@@ -4,6 +4,7 @@ here, one concern per module:
 
     distributed.py   data parallelism on several processes (paddle.distributed fleet)
     guards.py        numerical guards (non-finite steps skipped), stop signals
+    amp.py           mixed precision (--amp)
     checkpoints.py   checkpoint files: atomic writes, discovery, fallback, one trainer per run folder
     monitor.py       progress on the console and in VisualDL
     deploy.py        translate your own photos (face crop), export, Paddle Inference engines

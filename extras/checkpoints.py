@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -195,6 +196,19 @@ def loadable(model_dir: str, dataset: str) -> Iterator[tuple[str, dict]]:
                               + '): move them away to start over, or use another --result_dir')
 
 
+def fresh_start(model_dir: str, dataset: str, replace_demo: bool = False) -> int:
+    """0, the last step of a new run, after checking that no run would be overwritten: a folder that
+    holds one is a one-line error (``--resume True`` continues it); the demo replaces its own."""
+    found = candidates(model_dir, dataset)
+    if found and replace_demo:
+        log.warning('replacing the previous demo run in %s', model_dir)
+        shutil.rmtree(model_dir)
+    elif found:
+        raise CheckpointError(f'{model_dir} holds a run (newest checkpoint: step {found[0][0]}): continue it with '
+                              f'--resume True, or start a new one with another --result_dir')
+    return 0
+
+
 def saved_architecture(model_dir: str, dataset: str) -> tuple[str, dict] | None:
     """(path, arch) of the newest checkpoint, from its sidecar (its state for older files without
     one), or None when there is no checkpoint."""
@@ -308,19 +322,80 @@ class RunLock:
         self.release()
 
 
-def portable_optimizer_state(optim, names: dict[str, str]) -> dict:
-    """The optimizer state with Paddle's run-specific parameter names replaced by stable ones.
-
-    Paddle names accumulators after auto-generated parameter names ('conv2d_3.w_0_moment1_0'),
-    which depend on how many layers the process built before; a checkpoint must not.
-    ``names`` maps run-specific → stable ('genA2B.DownBlock.1.weight').
-    """
-    return {_rename(key, names): value for key, value in optim.state_dict().items()}
+def state_bytes(params: list) -> int:
+    """Bytes of the float32 values of ``params`` (a checkpoint holds them and Adam's two moments)."""
+    return 4 * sum(int(math.prod(p.shape)) for p in params)
 
 
-def load_portable_optimizer_state(optim, state: dict, names: dict[str, str]) -> None:
+def check_state_shapes(path: str, name: str, net, state: dict) -> None:
+    """Every key of ``net`` present in ``state`` with its shape, no other key (set_state_dict only warns)."""
+    expected = net.state_dict()
+    problems = [f'missing {k}' for k in expected if k not in state]
+    problems += [f'unexpected {k}' for k in state if k not in expected]
+    problems += [f'{k}: {list(state[k].shape)} vs {list(v.shape)}' for k, v in expected.items()
+                 if k in state and list(state[k].shape) != list(v.shape)]
+    if problems:
+        raise CheckpointError(f'{path}: {name} does not fit this network: ' + ', '.join(problems[:8])
+                              + (f' and {len(problems) - 8} more' if len(problems) > 8 else ''))
+
+
+# What each optimizer updates, by network name (the trainer's G_optim and D_optim).
+OPTIMIZED = {'G_optim': ('genA2B', 'genB2A'), 'D_optim': ('disGA', 'disGB', 'disLA', 'disLB')}
+
+
+def training_state(networks: dict, optimizers: dict, scalers: dict) -> dict:
+    """The networks' state dicts, the optimizers' states under stable parameter names, and the loss
+    scalers' states when they are enabled (fp16): what a checkpoint holds besides its metadata."""
+    state = {name: net.state_dict() for name, net in networks.items()}
+    state.update({name: portable_optimizer_state(optim, networks, OPTIMIZED[name]) for name, optim in optimizers.items()})
+    state.update({name: scaler.state_dict() for name, scaler in scalers.items() if scaler.is_enable()})
+    return state
+
+
+def load_networks(path: str, state: dict, networks: dict, generators_only_ok: bool = False) -> None:
+    """Set every network from ``state`` after checking its keys and shapes (one-line errors). A checkpoint
+    holding the generators only (a TF test-phase one, or converted with --generators_only) loads when
+    ``generators_only_ok`` (test, infer, export)."""
+    for name, net in networks.items():
+        if name not in state and name.startswith('dis') and 'genA2B' in state:
+            if generators_only_ok:
+                continue
+            raise CheckpointError(f'{path} holds the generators only (a TF test-phase checkpoint or convert.py '
+                                  f'--generators_only): it tests, infers and exports; training needs a full one')
+        if name not in state:
+            raise CheckpointError(f'{path} has no {name}: not a U-GAT-IT checkpoint')
+        check_state_shapes(path, name, net, state[name])
+        net.set_state_dict(state[name])
+
+
+def load_training_state(path: str, state: dict, networks: dict, optimizers: dict, scalers: dict) -> None:
+    """Restore both optimizers (a fresh Adam, said in the log, when the checkpoint has none: converted
+    PyTorch weights) and the enabled loss scalers."""
+    if all(name in state for name in optimizers):
+        for name, optim in optimizers.items():
+            load_portable_optimizer_state(optim, state[name], networks, OPTIMIZED[name])
+    else:
+        log.info('%s holds no optimizer state (converted weights?): Adam starts fresh', path)
+    for name, scaler in scalers.items():
+        if scaler.is_enable() and name in state:
+            scaler.load_state_dict(state[name])
+
+
+def _stable_names(networks: dict, names: tuple) -> dict[str, str]:
+    """Run-specific parameter name → stable name ('genA2B.DownBlock.1.weight')."""
+    return {p.name: f'{name}.{key}' for name in names for key, p in networks[name].named_parameters()}
+
+
+def portable_optimizer_state(optim, networks: dict, names: tuple) -> dict:
+    """The state of the optimizer of ``networks[names]`` with Paddle's run-specific parameter names
+    replaced by stable ones: Paddle names accumulators after auto-generated parameter names
+    ('conv2d_3.w_0_moment1_0'), which depend on how many layers the process built before."""
+    return {_rename(key, _stable_names(networks, names)): value for key, value in optim.state_dict().items()}
+
+
+def load_portable_optimizer_state(optim, state: dict, networks: dict, names: tuple) -> None:
     """Inverse of ``portable_optimizer_state`` for this run's parameter names."""
-    back = {stable: run for run, stable in names.items()}
+    back = {stable: run for run, stable in _stable_names(networks, names).items()}
     optim.set_state_dict({_rename(key, back): value for key, value in state.items()})
 
 

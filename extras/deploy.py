@@ -25,8 +25,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from dataset import (IMG_EXTENSIONS, DatasetError, UnreadableImage, find_images, load_image, output_stem, resize,
-                     to_tensor_range, to_uint8_image, write_image)
+from dataset import (IMG_EXTENSIONS, DatasetError, UnreadableImage, find_images, load_image, make_loader, output_stem,
+                     resize, to_tensor_range, to_uint8_image, write_image)
+from extras.monitor import progress_bar
+from utils import translation_strips
 
 log = logging.getLogger('ugatit')
 
@@ -246,6 +248,31 @@ def strip_engine(model: StripModel, img_ch: int, img_size: int, bf16: bool = Fal
         paddle.jit.save(model, prefix, input_spec=input_spec(img_ch, img_size))
         predictor = create_predictor(prefix, bf16=bf16)          # reads the files now: the folder can go
     return lambda real: run_predictor(predictor, real)
+
+
+def translate_folder(model: StripModel, data, direction: str, out_dir: str, strip_dir: str | None = None,
+                     bf16: bool = False, small_model: bool = False, num_workers: int = 0) -> int:
+    """The test phase: every image of ``data`` (a dataset.ImageFolder) translated into
+    ``out_dir/<stem>.png`` and, with ``strip_dir``, the official strips ``<direction>_%d.png``.
+
+    On the CPU ``model`` runs as a Paddle Inference program on oneDNN kernels (``strip_engine``), elsewhere
+    eagerly; small models (``ch·img_size ≤ 2048``) 8 images per call, where batching pays
+    (docs/performance.md). Returns the number of images.
+    """
+    img_size = data.img_size
+    run = strip_engine(model, data.channels, img_size, bf16=bf16) if paddle.get_device() == 'cpu' else model.run_eager
+    bar, n = progress_bar(len(data), desc=direction, unit='img'), 0
+    for real, index in make_loader(data, batch_size=8 if small_model else 1, num_workers=num_workers):
+        for i, strip in enumerate(translation_strips(real.numpy(), run(real.numpy()), img_size)):
+            n += 1
+            if strip_dir is not None:
+                write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
+            write_image(os.path.join(out_dir, data.stem(int(index[i])) + '.png'), strip[4 * img_size:5 * img_size])
+        if bar is not None:
+            bar.update(real.shape[0])
+    if bar is not None:
+        bar.close()
+    return n
 
 
 def export_generators(generators: dict, img_ch: int, img_size: int, output_dir: str, info: dict) -> list[str]:

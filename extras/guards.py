@@ -63,6 +63,28 @@ def snapshot(buffers: list):
     return restore
 
 
+class NonFiniteStreak:
+    """Consecutive skipped steps: each is logged; ``limit`` in a row stop training with a message naming
+    the last good checkpoint (``newest_checkpoint()``), which the skipped steps did not touch."""
+
+    def __init__(self, limit: int, newest_checkpoint):
+        self.limit, self.newest_checkpoint = limit, newest_checkpoint
+        self.run = self.total = 0
+
+    def record(self, step: int, losses: dict, skipped: bool) -> None:
+        self.run = self.run + 1 if skipped else 0
+        if not skipped:
+            return
+        self.total += 1
+        log.warning('step %d: non-finite loss or gradient (D_loss %s, G_loss %s): update skipped (%d in a row, '
+                    '%d this run)', step, losses['D_loss'], losses['G_loss'], self.run, self.total)
+        if self.run >= self.limit:
+            raise TrainingDiverged(
+                f'{self.run} consecutive steps with non-finite losses or gradients (steps {step - self.run + 1}-{step}): '
+                f'training stopped; the last good checkpoint is {self.newest_checkpoint() or "none (none was written)"}: '
+                f'lower --lr or check the data, then --resume True')
+
+
 def ignore_interrupt(worker_id: int) -> None:
     """Data-loading workers leave Ctrl-C (sent to the whole process group) to the trainer, which
     stops cleanly. SIGTERM stays: the DataLoader uses it to shut its workers down."""

@@ -22,6 +22,7 @@ import paddle.nn.functional as F
 
 from extras.torch_file import ScriptObject, read_torch_file, script_tensors
 
+INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 BN_EPSILON = 1e-3  # TF Inception batch norm epsilon (the TorchScript calls batch_norm(..., 0.001)).
 

@@ -38,11 +38,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset import DatasetError, UnreadableImage, find_images, load_image
-from extras.inception import FEATURE_DIM, INSTALL_HINT, load_inception
+from extras.inception import INCEPTION_SIZE, INSTALL_HINT, load_inception
 
 log = logging.getLogger('ugatit')
 
-INCEPTION_SIZE = 299
 RESIZE_MODES = ('pil_bilinear', 'bilinear')
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -21,6 +21,12 @@ import numpy as np
 log = logging.getLogger('ugatit')
 
 
+def rho_values(networks: dict) -> dict[str, np.ndarray]:
+    """ρ of every AdaLIN/LIN layer of the generators, by 'genA2B.UpBlock1_1.norm1'-style name."""
+    return {f'{name}.{key}': layer.rho.numpy() for name in ('genA2B', 'genB2A')
+            for key, layer in networks[name].named_sublayers() if hasattr(layer, 'rho')}
+
+
 def progress_bar(total: int, initial: int = 0, desc: str = '', unit: str = 'it', enabled: bool = True):
     """A tqdm bar when stderr is a terminal (and ``enabled``), else None."""
     if not enabled or not sys.stderr.isatty():

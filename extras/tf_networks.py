@@ -269,6 +269,14 @@ class TFDiscriminator(nn.Layer):
         return self.D_logit(x), cam_logit, x.sum(axis=1, keepdim=True)
 
 
+def build_tf_network(name: str, arch: dict) -> nn.Layer:
+    """One of the six networks (``networks.NETWORKS``) as the TF code builds it, for an architecture dict."""
+    if name.startswith('gen'):
+        return TFResnetGenerator(arch['img_ch'], arch['ch'], arch['n_res'], arch['img_size'], arch['light'],
+                                 arch['smoothing'])
+    return TFDiscriminator(arch['img_ch'], arch['ch'], arch['n_dis'], local=name.startswith('disL'))
+
+
 # --------------------------------------------------------------------------- #
 # Training as the TF code does
 # --------------------------------------------------------------------------- #

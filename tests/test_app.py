@@ -1,0 +1,295 @@
+"""The web app (app.py) in a real browser: Debian's chromium, headless, driven by Selenium with Debian's
+chromedriver (packages chromium and chromium-driver; nothing is downloaded at test time).
+
+The app serves a tiny model trained for one step. What the page shows must equal ``main.py --phase
+infer`` on the same image and checkpoint pixel for pixel: the page shows a PNG (lossless) of the
+generator output, and both sides run the same eager Paddle code on the CPU. Screenshots go to each
+test's tmp folder; ``UGATIT_SAVE_SCREENSHOT=PATH`` also copies the translation's to PATH.
+"""
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+import main
+from conftest import ROOT, tiny_argv
+from dataset import find_images, load_image, resize, to_uint8_image
+from extras.checkpoints import candidates
+from extras.deploy import Framing
+from utils import cam
+
+pytest.importorskip('gradio', reason='pip install -r requirements-app.txt')
+app = pytest.importorskip('app')
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:                      # the browser tests skip (fail in CI, where UGATIT_REQUIRE_ALL=1)
+    webdriver = None
+
+CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
+TIMEOUT = 60                       # seconds for the app to start and for one translation
+
+
+# --------------------------------------------------------------------------- #
+# Without a browser: reading photos, refusing checkpoints
+# --------------------------------------------------------------------------- #
+def test_huge_grey_and_transparent_photos_are_read_with_a_note(tmp_path):
+    cv2.imwrite(str(tmp_path / 'huge.png'), np.zeros((3000, 4100), np.uint8))
+    img, notes = app.read_photo(str(tmp_path / 'huge.png'), 3)
+    assert img.shape == (1499, 2048, 3)
+    assert notes == ['grey image: converted to RGB', 'downscaled from 4100×3000 to 2048×1499']
+    cv2.imwrite(str(tmp_path / 'rgba.png'), np.full((40, 30, 4), 200, np.uint8))
+    img, notes = app.read_photo(str(tmp_path / 'rgba.png'), 3)
+    assert img.shape == (40, 30, 3) and notes == ['transparency dropped']
+
+
+@pytest.mark.parametrize('content, message', [(None, 'does not exist'), (b'garbage', 'is corrupt')])
+def test_a_checkpoint_that_does_not_load_is_one_line(tmp_path, content, message):
+    path = tmp_path / 'model.pdparams'
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as e:
+        app.main(['--checkpoint', str(path)])
+    assert message in str(e.value.code) and '\n' not in str(e.value.code)
+
+
+# --------------------------------------------------------------------------- #
+# The app, served, in a browser
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_data):
+    """main.py flags of a tiny model trained for one step, and its checkpoint."""
+    argv = tiny_argv(tmp_path_factory.mktemp('app'), tiny_data)
+    main.main(argv + ['--iteration', '1'])
+    args = main.parse_args(argv)
+    return argv, candidates(os.path.join(args.result_dir, 'tiny', 'model'), 'tiny')[0][1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def app_url(trained, tiny_data, tmp_path_factory):
+    """``python app.py --checkpoint ...`` serving on a free local port, stopped whatever happens."""
+    port, log = free_port(), tmp_path_factory.mktemp('app_log') / 'app.log'
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp('gradio')))
+    with open(log, 'w') as out:
+        proc = subprocess.Popen([sys.executable, 'app.py', '--checkpoint', trained[1], '--host', '127.0.0.1',
+                                 '--port', str(port), '--dataset', 'tiny', '--data_root', str(tiny_data)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        wait_until_serving(proc, url, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f'app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}')
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f'app.py did not answer at {url} within {TIMEOUT} s:\n{log.read_text()[-3000:]}')
+
+
+@pytest.fixture(scope='module')
+def browser():
+    """Headless chromium with a fresh profile, no background traffic, and its network log."""
+    if webdriver is None:
+        pytest.skip('pip install selenium')
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.path.exists(path):
+            pytest.skip(f'{path} missing: apt-get install chromium chromium-driver')
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix='ugatit-chromium-')
+    for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                 '--disable-dev-shm-usage', f'--user-data-dir={profile}', '--window-size=1280,900',
+                 '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'):      # a test-pattern webcam
+        options.add_argument(flag)
+    options.set_capability('goog:loggingPrefs', {'performance': 'ALL'})
+    # A driver path given: Selenium skips Selenium Manager, which would download a driver and a browser.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_script_timeout(TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def element(driver, css: str = '', xpath: str = ''):
+    """The first element matching ``css`` (or ``xpath``), once the page shows it."""
+    by, selector = (By.XPATH, xpath) if xpath else (By.CSS_SELECTOR, css)
+    return WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(by, selector))[0]
+
+
+def status(driver) -> str:
+    """The status line, once the event has written it; Gradio's own error display fails the test at once."""
+    def written(d) -> str:
+        gradio_errors = '#translation [data-testid="status-tracker"], [data-testid="toast-body"]'
+        if any('Error' in e.text for e in d.find_elements(By.CSS_SELECTOR, gradio_errors)):
+            pytest.fail('Gradio shows its own error instead of our status (app.py raised; see its log)')
+        return d.find_element(By.ID, 'status').text.strip()
+    return WebDriverWait(driver, TIMEOUT).until(written)
+
+
+def submit(driver, url: str, photo: Path, direction: str = 'A2B', face_crop: bool = False) -> str:
+    """Open the page, upload ``photo``, set the options, press Translate; the status shown."""
+    driver.get(url)
+    element(driver, '#photo input[type=file]').send_keys(str(photo))
+    element(driver, '#photo img')                                                          # uploaded
+    element(driver, xpath=f'//label[contains(., "{direction[0]} → {direction[-1]}")]').click()
+    if face_crop:
+        element(driver, '#face_crop input[type=checkbox]').click()
+    element(driver, '#translate').click()
+    return status(driver)
+
+
+def shown_image(driver, elem_id: str) -> np.ndarray:
+    """The image the page shows in ``#elem_id``, fetched by the page itself, as RGB uint8."""
+    src = element(driver, f'#{elem_id} img').get_attribute('src')
+    data = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => {
+            let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });""", src)
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def expected_overlay(checkpoint: str, photo: Path) -> np.ndarray:
+    """The issue's heatmap: the generator's CAM heatmap as ``utils.cam`` colours it (JET, min–max),
+    half and half over the framed input, at the photo's size."""
+    generators, arch = app.load_generators(checkpoint)
+    img = load_image(str(photo))
+    batch = Framing(arch['img_size'], keep_size=True).input(img)[None]
+    with paddle.no_grad():
+        heatmap = generators['genA2B'](paddle.to_tensor(batch))[2].numpy()[0]
+    blend = (to_uint8_image(batch[0]).astype(np.float32) + cam(heatmap, arch['img_size'])) / 2
+    return resize(np.round(blend).astype(np.uint8), *img.shape[:2]).astype(int)
+
+
+def infer(argv: list[str], photo: Path, out: Path, *flags: str) -> np.ndarray:
+    """``main.py --phase infer`` of one photo: its output image."""
+    main.main(argv + ['--phase', 'infer', '--input', str(photo), '--output', str(out), *flags])
+    return load_image(str(out / (photo.stem + '.png')))
+
+
+def screenshot(driver, path: Path) -> None:
+    driver.set_window_size(1280, driver.execute_script('return document.body.scrollHeight') + 20)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+
+
+def external_requests(driver) -> list[str]:
+    """http(s) requests of the page to anywhere but this machine."""
+    urls = [json.loads(e['message'])['message']['params'].get('request', {}).get('url', '')
+            for e in driver.get_log('performance')]
+    return [u for u in urls if u.startswith('http') and urlparse(u).hostname not in ('127.0.0.1', 'localhost')]
+
+
+def scikit_photo(name: str, folder: Path) -> Path:
+    """A photo bundled with scikit-image (the demo data's source), copied as PNG."""
+    import skimage.data
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(skimage.data.__file__).parent / name, folder / name)
+    return folder / name
+
+
+@pytest.mark.slow
+def test_page_shows_infers_translation_its_heatmap_and_the_time(app_url, browser, trained, tiny_data, tmp_path):
+    """A demo test image, A → B: the whole photo, as --keep_size True; offline (no request leaves the machine)."""
+    photo = Path(find_images(str(tiny_data / 'tiny' / 'testA'))[0])
+    shown = submit(browser, app_url, photo)
+    assert re.match(r'A → B in \d+ ms, 48×48', shown), shown
+    screenshot(browser, tmp_path / 'app_translation.png')
+    if os.environ.get('UGATIT_SAVE_SCREENSHOT'):
+        shutil.copy(tmp_path / 'app_translation.png', os.environ['UGATIT_SAVE_SCREENSHOT'])
+    expected = infer(trained[0], photo, tmp_path / 'infer', '--keep_size', 'True')
+    np.testing.assert_array_equal(shown_image(browser, 'translation'), expected)
+    overlay = shown_image(browser, 'heatmap').astype(int)
+    assert np.abs(overlay - expected_overlay(trained[1], photo)).max() <= 1          # float rounding
+    assert external_requests(browser) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name, direction, face_crop', [('chelsea.png', 'B2A', False), ('astronaut.png', 'A2B', True)])
+def test_other_aspect_ratio_direction_and_face_crop_match_infer(app_url, browser, trained, tmp_path, name,
+                                                                 direction, face_crop):
+    """The cat (451×300), B → A, back at its aspect ratio; the astronaut's face, as --face_crop True."""
+    photo = scikit_photo(name, tmp_path / 'in')
+    shown = submit(browser, app_url, photo, direction, face_crop)
+    flags = ['--face_crop', 'True'] if face_crop else ['--keep_size', 'True']
+    expected = infer(trained[0], photo, tmp_path / 'infer', '--direction', direction, *flags)
+    np.testing.assert_array_equal(shown_image(browser, 'translation'), expected)
+    assert ('cropped to the face' in shown) == face_crop
+    assert expected.shape[:2] == ((96, 96) if face_crop else (300, 451))
+
+
+@pytest.mark.slow
+def test_clicking_a_demo_test_image_translates_it(app_url, browser):
+    browser.get(app_url)
+    element(browser, xpath='//tr[contains(., "B → A")]').click()
+    assert re.match(r'B → A in \d+ ms, 48×48', status(browser))
+    assert browser.find_elements(By.CSS_SELECTOR, '#translation img')
+
+
+@pytest.mark.slow
+def test_a_webcam_photo_is_translated(app_url, browser):
+    """Chromium's fake camera (a 1920×1440 test pattern, RGBA with an opaque alpha)."""
+    browser.get(app_url)
+    element(browser, '#photo button[aria-label="Capture from camera"]').click()
+    element(browser, xpath='//*[@id="photo"]//button[contains(., "Access Webcam")]').click()
+    element(browser, '#photo button[aria-label="capture photo"]').click()
+    element(browser, '#photo img')
+    element(browser, '#translate').click()
+    assert re.fullmatch(r'A → B in \d+ ms, \d+×\d+; the encoder.s CAM classifier: P\(domain A\) = [01]\.\d\d',
+                        status(browser))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('case, message', [('text renamed .png', 'Not an image: notes.png is not a decodable image'),
+                                           ('no face, face crop on', 'No face found in flat.png')])
+def test_bad_input_gets_a_message_in_the_page(app_url, browser, tmp_path, case, message):
+    if case == 'text renamed .png':
+        photo = tmp_path / 'notes.png'
+        photo.write_text('not an image\n')
+    else:
+        photo = tmp_path / 'flat.png'
+        cv2.imwrite(str(photo), np.full((120, 160), 128, np.uint8))
+    shown = submit(browser, app_url, photo, face_crop=case.startswith('no face'))
+    screenshot(browser, tmp_path / 'app_bad_input.png')
+    assert shown.startswith(message), shown
+    assert not browser.find_elements(By.CSS_SELECTOR, '#translation img')
