@@ -17,6 +17,7 @@ import pytest
 
 from main import parse_args
 
+
 paddle.set_device('cpu')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
@@ -24,7 +25,6 @@ FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 # The smallest configuration the discriminators accept: 96 px (global D), ch 4.
 TINY = ['--light', 'True', '--ch', '4', '--n_res', '1', '--img_size', '96', '--device', 'cpu',
         '--num_workers', '0', '--seed', '0']
-NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 
 
 def tiny_argv(result_dir, data_root, *extra: str, dataset: str = 'tiny') -> list[str]:

@@ -13,9 +13,9 @@ import pytest
 
 import convert
 import main
-from conftest import FIXTURES, NETWORKS, OUTPUTS, group, parity_fixture as fixture, rel_error, tiny_argv, to_input
+from conftest import FIXTURES, OUTPUTS, group, parity_fixture as fixture, rel_error, tiny_argv, to_input
 from extras.convert import ConversionError, convert_state_dict, infer_arch, load_converted, read_official
-from networks import Discriminator, ResnetGenerator
+from networks import NETWORKS, Discriminator, ResnetGenerator
 from UGATIT import UGATIT
 
 

@@ -3,7 +3,6 @@ exactly the weights and test images there are now; and the ablation table."""
 import json
 import shutil
 
-import numpy as np
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest

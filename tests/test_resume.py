@@ -19,9 +19,9 @@ import main
 import UGATIT as ugatit_module
 from conftest import ROOT, TINY, build, cli, tiny_argv
 from extras import checkpoints as ckpt
+from networks import NETWORKS
 from UGATIT import UGATIT
 
-NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
 
 
 def flat_state(path):

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import batch, build, snapshot
 from extras.checkpoints import ArchitectureMismatch, checkpoint_name, list_checkpoints
-from networks import ILN, adaILN
+from networks import ILN, NETWORKS, adaILN
 
 LOSS_TERMS = {f'D_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
     | {f'G_ad{k}_loss_{s}{d}' for k in ('', '_cam') for s in 'GL' for d in 'AB'} \
@@ -35,7 +35,7 @@ def test_train_step_losses_finite_params_move_rho_clipped(tmp_path):
     # The CAM term of an untrained generator sits near 2·ln 2 per domain.
     assert 0.5 < losses['G_cam_loss_A'] < 3
     after = snapshot(gan)
-    for name in ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB'):
+    for name in NETWORKS:
         assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith(name + '.')), name
     for layer in norms:
         rho = layer.rho.numpy()
