@@ -1,6 +1,7 @@
 """Image decoding, the official transforms, bad files, and the resumable sample stream."""
 import logging
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -164,7 +165,12 @@ def test_symlink_loops_neither_hang_nor_count_twice(tmp_path):
     os.symlink(tmp_path, tmp_path / 'sub' / 'loop_to_root')          # two loops
     os.symlink(tmp_path / 'sub', tmp_path / 'sub' / 'loop_to_self')
     os.symlink(tmp_path / 'sub', tmp_path / 'linked_sub')            # the same folder twice
-    assert sorted(os.path.basename(p) for p in find_images(str(tmp_path))) == ['a.png', 'b.png']
+    found = []
+    walk = threading.Thread(target=lambda: found.extend(find_images(str(tmp_path))), daemon=True)
+    walk.start()
+    walk.join(timeout=60)                # an unguarded walk follows the loops for hours
+    assert not walk.is_alive(), 'find_images follows symlink loops'
+    assert sorted(os.path.basename(p) for p in found) == ['a.png', 'b.png']
 
 
 # --------------------------------------------------------------------------- #
