@@ -29,7 +29,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from dataset import DatasetError, ImageFolder, TrainSampler, check_dataset, grid_images, make_loader, write_image
+from dataset import DatasetError, ImageFolder, TrainSampler, batches, check_dataset, grid_images, write_image
 from extras import checkpoints as ckpt
 from extras.amp import autocast, grad_scaler
 from extras.checkpoints import CheckpointError, checkpoint_name
@@ -177,12 +177,13 @@ class UGATIT:
         """Learning rate of ``step`` (1-based): constant, then linear decay to 0 over the second half.
 
         Equals the official per-step decrement lr −= lr₀/(T//2) for every step > T//2, as a pure
-        function of the step so that a resumed run gets it exactly.
+        function of the step so that a resumed run gets it exactly; except that it stops at 0, where
+        the official one reaches −lr₀/(T//2) at the last step of an odd T.
         """
         half = self.iteration // 2
         if not self.decay_flag or step <= half or half == 0:
             return self.lr
-        return self.lr * (1.0 - (step - half) / half)
+        return self.lr * max(0.0, 1.0 - (step - half) / half)
 
     # ---- One training step -------------------------------------------------------------------------
     def translate(self, real_A: paddle.Tensor, real_B: paddle.Tensor) -> dict:
@@ -319,19 +320,16 @@ class UGATIT:
             check_folder(self.img_dir)
             grid = {d[-1]: grid_images(domains[d], os.path.join(self.data_root, self.dataset, 'test' + d[-1]))
                     for d in domains}
-            streams = [self.train_stream(domains[d], stream, self.start_step + 1) for stream, d in enumerate(domains)]
             log.info('training start: steps %d..%d, %s, batch %d, %d+%d train images', self.start_step + 1,
                      self.iteration, self.model_name, self.batch_size, len(domains['trainA']), len(domains['trainB']))
-            with StopRequest().installed() as stop:
-                try:
-                    self.loop(streams, grid, stop)
-                finally:
-                    streams.clear()              # the loaders' worker processes end now, whatever happened
+            with StopRequest().installed() as stop, contextlib.ExitStack() as loaders:   # workers end on any exit
+                streams = [loaders.enter_context(self.train_stream(domains[d], i)) for i, d in enumerate(domains)]
+                self.loop(streams, grid, stop)
 
-    def train_stream(self, dataset: ImageFolder, stream: int, first_step: int):
-        sampler = TrainSampler(dataset, self.batch_size, self.seed, stream, first_step, self.iteration)
-        return iter(make_loader(dataset, batch_sampler=sampler, num_workers=self.args.num_workers,
-                                worker_init_fn=ignore_interrupt))
+    def train_stream(self, dataset: ImageFolder, stream: int):
+        """The batches of one domain from step start_step + 1 on (a context: its workers end with it)."""
+        sampler = TrainSampler(dataset, self.batch_size, self.seed, stream, self.start_step + 1, self.iteration)
+        return batches(dataset, batch_sampler=sampler, num_workers=self.args.num_workers, worker_init_fn=ignore_interrupt)
 
     def loop(self, streams: list, grid: dict, stop: StopRequest) -> None:
         log_every = max(1, self.print_freq // 10)

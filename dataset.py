@@ -12,6 +12,7 @@ single-process run sees (see ``TrainSampler``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -330,11 +331,17 @@ class TrainSampler(paddle.io.DistributedBatchSampler):
         return max(0, self.end_step - self.start_step + 1)
 
 
-def make_loader(dataset: paddle.io.Dataset, batch_sampler=None, batch_size: int = 1,
-                num_workers: int = 0, worker_init_fn: Callable | None = None) -> paddle.io.DataLoader:
-    """A DataLoader over ``dataset`` with worker processes (none when num_workers == 0)."""
-    if batch_sampler is not None:
-        return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                    worker_init_fn=worker_init_fn)
-    return paddle.io.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
-                                num_workers=num_workers, worker_init_fn=worker_init_fn)
+@contextlib.contextmanager
+def batches(dataset: paddle.io.Dataset, batch_sampler=None, batch_size: int = 1, num_workers: int = 0,
+            worker_init_fn: Callable | None = None) -> Iterator:
+    """Iterate a DataLoader over ``dataset`` (worker processes unless num_workers == 0); the workers
+    end when the block exits, however it exits. (Paddle's multi-process iterator is kept alive by
+    its own reader thread: dropping it leaves its workers running until the process ends.)"""
+    order = dict(batch_sampler=batch_sampler) if batch_sampler is not None else \
+        dict(batch_size=batch_size, shuffle=False, drop_last=False)
+    stream = iter(paddle.io.DataLoader(dataset, num_workers=num_workers, worker_init_fn=worker_init_fn, **order))
+    try:
+        yield stream
+    finally:
+        if hasattr(stream, '_try_shutdown_all'):           # the multi-process iterator (Paddle 2.6 and 3.x)
+            stream._try_shutdown_all()

@@ -158,6 +158,8 @@ def read_checkpoint(path: str) -> dict:
         size = os.path.getsize(path)
         with open(path, 'rb'):
             pass
+    except FileNotFoundError:
+        raise CheckpointError(f'checkpoint {path} does not exist') from None
     except OSError as e:
         raise CheckpointUnreadable(f'cannot read checkpoint {path}: {e.strerror}: fix its permissions '
                                    f'(it is not corrupt, so nothing falls back past it)') from None

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from dataset import (IMG_EXTENSIONS, DatasetError, UnreadableImage, find_images, load_image, make_loader, output_stem,
+from dataset import (IMG_EXTENSIONS, DatasetError, UnreadableImage, batches, find_images, load_image, output_stem,
                      resize, to_tensor_range, to_uint8_image, write_image)
 from extras.monitor import progress_bar
 from utils import translation_strips
@@ -262,14 +262,15 @@ def translate_folder(model: StripModel, data, direction: str, out_dir: str, stri
     img_size = data.img_size
     run = strip_engine(model, data.channels, img_size, bf16=bf16) if paddle.get_device() == 'cpu' else model.run_eager
     bar, n = progress_bar(len(data), desc=direction, unit='img'), 0
-    for real, index in make_loader(data, batch_size=8 if small_model else 1, num_workers=num_workers):
-        for i, strip in enumerate(translation_strips(real.numpy(), run(real.numpy()), img_size)):
-            n += 1
-            if strip_dir is not None:
-                write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
-            write_image(os.path.join(out_dir, data.stem(int(index[i])) + '.png'), strip[4 * img_size:5 * img_size])
-        if bar is not None:
-            bar.update(real.shape[0])
+    with batches(data, batch_size=8 if small_model else 1, num_workers=num_workers) as loader:
+        for real, index in loader:
+            for i, strip in enumerate(translation_strips(real.numpy(), run(real.numpy()), img_size)):
+                n += 1
+                if strip_dir is not None:
+                    write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
+                write_image(os.path.join(out_dir, data.stem(int(index[i])) + '.png'), strip[4 * img_size:5 * img_size])
+            if bar is not None:
+                bar.update(real.shape[0])
     if bar is not None:
         bar.close()
     return n

@@ -134,6 +134,12 @@ def test_an_unreadable_checkpoint_stops_resume_and_stays(tmp_path, tiny_data, mo
     assert {p: p.read_bytes() for p in (run / 'model').iterdir()} == before
 
 
+def test_a_missing_checkpoint_is_named_as_missing(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="does not exist") as e:
+        ckpt.read_checkpoint(str(tmp_path / 'tiny_params_latest.pdparams'))
+    assert not isinstance(e.value, ckpt.CheckpointUnreadable)      # not 'fix its permissions'
+
+
 @pytest.mark.parametrize('damage', ['truncate', 'garbage'])
 def test_corrupt_newest_checkpoint_falls_back(tmp_path, tiny_data, damage, caplog):
     run = cli(tmp_path, tiny_data, '--iteration', '3', '--save_freq', '2', '--latest_freq', '100')
@@ -170,8 +176,11 @@ def test_temporaries_of_a_killed_save_are_removed_at_start(tmp_path, tiny_data, 
     run = cli(tmp_path, tiny_data, '--iteration', '1')
     leftover = run / 'model' / '.tiny_params_latest.pdparams.x1y2z3.tmp'
     leftover.write_bytes(b'half a checkpoint')
+    half_grid = run / 'img' / '.A2B_0000001.png.a1b2c3.tmp'
+    half_grid.write_bytes(b'half an image')
     cli(tmp_path, tiny_data, '--iteration', '2', '--resume', 'True')
-    assert not leftover.exists() and f'removed {leftover}' in caplog.text
+    for path in (leftover, half_grid):
+        assert not path.exists() and f'removed {path}' in caplog.text
 
 
 # --------------------------------------------------------------------------- #
@@ -448,6 +457,13 @@ def test_a_domain_becoming_unreadable_under_workers_saves_then_stops(tmp_path, t
     step = int(message.split('failed at step ')[1].split(' ')[0])
     saved = ckpt.read_checkpoint(str(tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams'))
     assert saved['step'] == step - 1 >= 2 and f'step {step - 1} is saved' in message
+    assert child_processes() == [], 'the loaders\' worker processes outlive the failed run'
+
+
+def child_processes() -> list[str]:
+    """PIDs of this process's live children (Linux)."""
+    return [pid for task in os.listdir('/proc/self/task')
+            for pid in open(f'/proc/self/task/{task}/children').read().split()]
 
 
 def test_keep_ckpt_prunes_old_periodic_checkpoints(tmp_path, tiny_data):

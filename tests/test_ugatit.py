@@ -62,14 +62,17 @@ def test_train_step_is_deterministic(tmp_path):
     assert la == lb
 
 
-def test_lr_schedule_matches_official_decrements(tmp_path):
-    gan = build(tmp_path, '--iteration', '10', '--lr', '0.001')
+@pytest.mark.parametrize('iteration', [10, 11])
+def test_lr_schedule_matches_official_decrements(tmp_path, iteration):
+    gan = build(tmp_path, '--iteration', str(iteration), '--lr', '0.001')
     lr, official = 0.001, []
-    for step in range(1, 11):                       # the official in-place decrement
-        if step > 5:
-            lr -= 0.001 / 5
+    for step in range(1, iteration + 1):            # the official in-place decrement
+        if step > iteration // 2:
+            lr -= 0.001 / (iteration // 2)
         official.append(lr)
-    np.testing.assert_allclose([gan.lr_at(s) for s in range(1, 11)], official, atol=1e-15)
+    ours = [gan.lr_at(s) for s in range(1, iteration + 1)]
+    np.testing.assert_allclose(ours[:10], official[:10], atol=1e-15)
+    assert ours[-1] == 0 <= min(ours)         # an odd T: the official last step has −lr₀/(T//2), ours 0
     no_decay = build(tmp_path, '--iteration', '10', '--decay_flag', 'False')
     assert {no_decay.lr_at(s) for s in range(1, 11)} == {1e-4}
 
