@@ -81,9 +81,8 @@ def d_adv_losses(D, real: paddle.Tensor, fake: paddle.Tensor) -> tuple[paddle.Te
     """
     real_logit, real_cam_logit, _ = D(real)
     fake_logit, fake_cam_logit, _ = D(fake)
-    if real_cam_logit is None:
-        return mse(real_logit, 1.0) + mse(fake_logit, 0.0), paddle.zeros([])
-    return mse(real_logit, 1.0) + mse(fake_logit, 0.0), mse(real_cam_logit, 1.0) + mse(fake_cam_logit, 0.0)
+    cam = paddle.zeros([]) if real_cam_logit is None else mse(real_cam_logit, 1.0) + mse(fake_cam_logit, 0.0)
+    return mse(real_logit, 1.0) + mse(fake_logit, 0.0), cam
 
 
 def g_adv_losses(D, fake: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -335,7 +334,7 @@ class UGATIT:
         log_every = max(1, self.print_freq // 10)
         monitor = Monitor(os.path.join(self.out_dir, 'vdl'), self.start_step + 1, self.iteration, log_every,
                           enabled=rank() == 0)
-        streak = NonFiniteStreak(self.args.max_nan_steps, self.newest_checkpoint)
+        streak = NonFiniteStreak(self.args.max_nan_steps, lambda: ckpt.newest(self.model_dir, self.dataset))
         with contextlib.closing(monitor):
             for step in range(self.start_step + 1, self.iteration + 1):
                 lr = self.lr_at(step)
@@ -482,11 +481,6 @@ class UGATIT:
                 log.warning('the training images changed since %s was written: the data order differs '
                             'from an uninterrupted run', path)
         return int(state.get('step', 0))
-
-    def newest_checkpoint(self) -> str | None:
-        """The checkpoint with the highest step (periodic or ``latest``), without loading any."""
-        found = ckpt.candidates(self.model_dir, self.dataset)
-        return found[0][1] if found else None
 
     def load_newest(self, weights_only: bool = True) -> int:
         """Load the newest checkpoint that loads (a corrupt one falls back to the previous); its step."""

@@ -97,6 +97,12 @@ def candidates(model_dir: str, dataset: str) -> list[tuple[int, str]]:
                   reverse=True)
 
 
+
+def newest(model_dir: str, dataset: str) -> str | None:
+    """The path of the checkpoint with the highest step, without loading any (None: there is none)."""
+    found = candidates(model_dir, dataset)
+    return found[0][1] if found else None
+
 class LazyArray:
     """An array computed only while it is written (``write_checkpoint``): a converter can describe a
     checkpoint of gigabytes that never exists in memory at once."""
