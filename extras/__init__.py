@@ -16,7 +16,6 @@ here, one concern per module:
     tf_networks.py   the authors' TensorFlow architecture, to load and fine-tune their released model
     convert.py       official PyTorch and TensorFlow weights → our checkpoints
     demo_data.py     the offline demo dataset
-    fast_step.py     the training step as a static program on oneDNN kernels (CPU)
 
 Modules here may import the top-level files; the top-level files import only what they use from here.
 """

@@ -4,7 +4,6 @@
     python tools/bench.py --reference ../UGATIT-pytorch            # ours and theirs, alternating (needs torch)
     python tools/bench.py --reference ../UGATIT-pytorch --threads 1              # both pinned to one thread
     python tools/bench.py --reference ../UGATIT-pytorch --img_size 256 --ch 64 --steps 3 --warmup 1
-    python tools/bench.py --step eager                             # our eager step instead of the default
     python tools/bench.py --nproc 2                                # two data-parallel processes on the CPU
 
 Each measurement is a fresh process running the whole training loop (`UGATIT.train`, and the official
@@ -143,8 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--repeats', type=int, default=2, help='measurements per implementation, alternating')
     p.add_argument('--threads', type=int, default=0, help='OMP_NUM_THREADS for both (0: each framework\'s default)')
     p.add_argument('--nproc', type=int, default=1, help='data-parallel processes for ours (paddle.distributed.launch)')
-    p.add_argument('--step', default='auto', choices=['auto', 'eager'],
-                   help='our training step: the one chosen by capability, or the eager reference')
     p.add_argument('--out', help='append the JSON lines to this file')
     p.add_argument('--child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -159,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             for impl in impls:
                 spec = dict(impl=impl, light=args.light == 'True', img_size=args.img_size, ch=args.ch,
                             steps=args.steps, warmup=args.warmup, data_root=data_root,
-                            result_dir=os.path.join(scratch, f'{impl}{repeat}'), reference=args.reference,
-                            step=args.step)
+                            result_dir=os.path.join(scratch, f'{impl}{repeat}'), reference=args.reference)
                 record = measure(spec, args.threads, args.nproc if impl == 'ours' else 1)
                 record = {k: v for k, v in record.items() if k not in ('data_root', 'result_dir')}
                 records.append(record)
@@ -169,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                     with open(args.out, 'a') as f:
                         f.write(json.dumps(record) + '\n')
     print(table(records))
+    if any('error' in r for r in records):
+        sys.exit(1)
 
 
 def table(records: list[dict]) -> str:
