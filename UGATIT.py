@@ -37,9 +37,8 @@ from extras.deploy import StripModel, translate_folder
 from extras.distributed import any_rank, distribute, mean_over_ranks, rank, ranks_agree, unwrap
 from extras.guards import NonFiniteStreak, StopRequest, all_finite, frozen, ignore_interrupt, snapshot, update_is_finite
 from extras.monitor import Monitor, rho_values
-import networks
 from extras.tf_networks import TFAdam, advance_power_iterations, build_tf_network, decay_kernels, spectral_norms
-from networks import NETWORKS, RhoClipper
+from networks import NETWORKS, RhoClipper, build_network as build_pytorch_network
 from utils import check_folder, translation_strips
 
 log = logging.getLogger('ugatit')
@@ -52,7 +51,7 @@ ARCH_ARGS = ('arch', 'light', 'img_size', 'ch', 'n_res', 'n_dis', 'img_ch', 'nor
 def build_network(name: str, arch: dict) -> paddle.nn.Layer:
     """One of the six ``NETWORKS`` for an architecture (a dict of ``ARCH_ARGS``): the official PyTorch
     code's, or with ``arch='tf'`` the authors' TensorFlow code's, to hold their released model."""
-    return (build_tf_network if arch.get('arch', 'pytorch') == 'tf' else networks.build_network)(name, arch)
+    return (build_tf_network if arch.get('arch', 'pytorch') == 'tf' else build_pytorch_network)(name, arch)
 
 
 # ---- Losses: one helper per formula, in float32 (also under mixed precision) -------------------

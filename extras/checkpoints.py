@@ -25,6 +25,7 @@ import pickle
 import re
 import shutil
 import socket
+import tempfile
 import time
 from typing import Iterator
 
@@ -251,14 +252,16 @@ def prune(model_dir: str, dataset: str, keep: int) -> list[str]:
 def check_writable(folder: str, need_bytes: int = 0) -> None:
     """Fail at start, not at the first save, when ``folder`` cannot take checkpoints.
 
-    Creates the folder, writes and removes a probe file (one-line ``CheckpointError`` if that
-    fails) and warns when the free space is smaller than ``need_bytes``.
+    Creates the folder and writes to an unnamed temporary file in it (one-line ``CheckpointError`` if
+    that fails), then warns when the free space is smaller than ``need_bytes``. The probe has no name
+    in the folder, so rank 0's ``remove_stale_temporaries`` cannot take another rank's probe for a
+    killed write's leftover, and a process killed while probing leaves nothing behind.
     """
-    probe = os.path.join(folder, f'.write_probe.{os.getpid()}')       # one per process: ranks probe at once
     try:
         os.makedirs(folder, exist_ok=True)
-        atomic_write(probe, b'probe')
-        os.remove(probe)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b'probe')
+            probe.flush()
     except OSError as e:
         raise CheckpointError(f'cannot write to {folder}: {e.strerror or e}: choose another --result_dir '
                               f'or fix its permissions') from None

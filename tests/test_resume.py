@@ -391,6 +391,27 @@ def test_unwritable_result_dir_is_a_one_line_error_at_start(tmp_path, tiny_data)
     assert 'cannot write to' in message and '--result_dir' in message
 
 
+def test_rank_0_cleaning_temporaries_never_breaks_another_ranks_write_check(tmp_path):
+    """At a launch every rank checks the shared result folder while rank 0 removes killed writes'
+    leftovers there: no rank's check may look like a leftover (a CI launch once failed so)."""
+    import threading
+    stop, removed = threading.Event(), []
+
+    def rank_0_cleaning():
+        while not stop.is_set():
+            removed.extend(ckpt.remove_stale_temporaries(str(tmp_path)))
+
+    cleaner = threading.Thread(target=rank_0_cleaning, daemon=True)
+    cleaner.start()
+    try:
+        for _ in range(300):
+            ckpt.check_writable(str(tmp_path))
+    finally:
+        stop.set()
+        cleaner.join()
+    assert removed == [] and os.listdir(tmp_path) == []
+
+
 def test_disk_full_at_save_stops_with_previous_checkpoint_intact(tmp_path, tiny_data, monkeypatch):
     real_dump, calls = ckpt._TensorStreamPickler.dump, []
 
