@@ -142,7 +142,8 @@ def write_checkpoint(path: str, state: dict) -> int:
             with open(tmp, 'wb') as f:
                 _TensorStreamPickler(f).dump(state)
             size = os.path.getsize(tmp)
-        meta = {'format': FORMAT, 'step': int(state.get('step', 0)), 'bytes': size, 'arch': state.get('arch')}
+        meta = {'format': FORMAT, 'step': int(state.get('step', 0)), 'bytes': size, 'arch': state.get('arch'),
+                'demo': bool((state.get('args') or {}).get('demo'))}
         atomic_write(sidecar(path), json.dumps(meta, indent=1).encode())
     except OSError as e:
         raise CheckpointError(f'could not write checkpoint {path}: {os_reason(e)}; the previous checkpoint is '
@@ -207,14 +208,16 @@ def loadable(model_dir: str, dataset: str) -> Iterator[tuple[str, dict]]:
 
 def fresh_start(model_dir: str, dataset: str, replace_demo: bool = False) -> int:
     """0, the last step of a new run, after checking that no run would be overwritten: a folder that
-    holds one is a one-line error (``--resume True`` continues it); the demo replaces its own."""
-    found = candidates(model_dir, dataset)
-    if found and replace_demo:
+    holds one is a one-line error (``--resume True`` continues it). With ``replace_demo`` (``--demo``)
+    a previous demo run's checkpoints are deleted, and only when every one of them says it is a demo's."""
+    found = [path for _, path in candidates(model_dir, dataset)]
+    if found and replace_demo and all((read_sidecar(path) or {}).get('demo') for path in found):
         log.warning('replacing the previous demo run in %s', model_dir)
-        shutil.rmtree(model_dir)
+        remove_checkpoints(found)
     elif found:
-        raise CheckpointError(f'{model_dir} holds a run (newest checkpoint: step {found[0][0]}): continue it with '
-                              f'--resume True, or start a new one with another --result_dir')
+        what = 'checkpoints that are not a demo\'s' if replace_demo else 'a run'
+        raise CheckpointError(f'{model_dir} holds {what} (newest checkpoint: step {_step_of(found[0])}): continue '
+                              f'it with --resume True, or start a new one with another --result_dir')
     return 0
 
 
@@ -241,12 +244,16 @@ def prune(model_dir: str, dataset: str, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` periodic checkpoints (keep 0: delete none)."""
     if keep <= 0:
         return []
-    removed = list_checkpoints(model_dir, dataset)[:-keep]
-    for path in removed:
+    return remove_checkpoints(list_checkpoints(model_dir, dataset)[:-keep])
+
+
+def remove_checkpoints(paths: list[str]) -> list[str]:
+    """Delete these checkpoints and their sidecars; returns ``paths``."""
+    for path in paths:
         for p in (path, sidecar(path)):
             if os.path.exists(p):
                 os.remove(p)
-    return removed
+    return paths
 
 
 def check_writable(folder: str, need_bytes: int = 0) -> None:

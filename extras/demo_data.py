@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataset import find_images, load_image, output_stem, resize, write_image
+from dataset import DatasetError, find_images, load_image, output_stem, resize, write_image
 
 log = logging.getLogger('ugatit')
 
@@ -381,6 +381,9 @@ def build_demo_dataset(root: str = 'dataset', name: str = 'demo', size: int = 12
     target = Path(root) / name
     if not force and is_complete(target, size, n_train, n_test, seed):
         return str(target)
+    if target.is_dir() and any(target.iterdir()) and not (target / BUILD_INFO_FILE).is_file():
+        raise DatasetError(f'{target} holds data the demo did not build (it has no {BUILD_INFO_FILE}) and the demo '
+                           f'would replace it: give the demo another --dataset or --data_root')
     target.parent.mkdir(parents=True, exist_ok=True)
     # Hidden sibling on the same file system, so the final rename is atomic;
     # plain mkdir (not mkdtemp) so the folder gets the usual umask permissions.

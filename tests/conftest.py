@@ -52,6 +52,13 @@ def cli(tmp_path, data_root, *extra: str) -> str:
     return tmp_path / 'results' / 'tiny'
 
 
+def one_line_error(excinfo) -> str:
+    """The message of a ``SystemExit`` from main.main, checked to be one ``error: …`` line."""
+    message = str(excinfo.value.code)
+    assert message.startswith('error: ') and '\n' not in message, message
+    return message
+
+
 def batch(seed: int, n: int = 1, size: int = 96) -> paddle.Tensor:
     return paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, (n, 3, size, size)).astype('float32'))
 

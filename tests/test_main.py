@@ -3,10 +3,11 @@ import json
 import os
 
 import cv2
+import numpy as np
 import pytest
 
 import main
-from conftest import cli as run_cli
+from conftest import cli as run_cli, one_line_error
 
 
 # --------------------------------------------------------------------------- #
@@ -134,6 +135,32 @@ def test_corrupt_image_is_skipped_and_training_runs(tmp_path, tiny_data, caplog)
     run_cli(tmp_path, root, '--iteration', '2', '--print_freq', '100')
     assert 'corrupt.png' in caplog.text and 'skipped 1 unreadable' in caplog.text
     assert (tmp_path / 'results' / 'tiny' / 'model' / 'tiny_params_latest.pdparams').exists()
+
+
+def test_the_demo_never_replaces_a_dataset_it_did_not_build(tmp_path):
+    """``--demo --dataset NAME`` builds the demo data under NAME: a user's own NAME is never replaced."""
+    mine = tmp_path / 'data' / 'mine'
+    for domain in ('trainA', 'trainB', 'testA', 'testB'):
+        (mine / domain).mkdir(parents=True)
+        cv2.imwrite(str(mine / domain / 'photo.png'), np.full((96, 96, 3), 128, np.uint8))
+    before = {p: p.read_bytes() for p in mine.rglob('*.png')}
+    with pytest.raises(SystemExit) as e:
+        main.main(['--demo', '--dataset', 'mine', '--data_root', str(tmp_path / 'data'), '--result_dir',
+                   str(tmp_path / 'results'), '--iteration', '1'])
+    assert 'holds data the demo did not build' in one_line_error(e)
+    assert {p: p.read_bytes() for p in mine.rglob('*.png')} == before
+
+
+@pytest.mark.slow
+def test_the_demo_run_twice_replaces_its_previous_run(tmp_path):
+    argv = ['--demo', '--data_root', str(tmp_path / 'data'), '--result_dir', str(tmp_path / 'results'),
+            '--iteration', '2', '--print_freq', '1', '--save_freq', '2']
+    main.main(argv)
+    main.main(argv)
+    model = tmp_path / 'results' / 'demo' / 'model'
+    assert sorted(p.name for p in model.glob('*.pdparams')) == ['demo_params_0000002.pdparams',
+                                                                 'demo_params_latest.pdparams']
+    assert (tmp_path / 'results' / 'demo' / 'demo_error.json').exists()
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ import pytest
 import dataset
 import main
 import UGATIT as ugatit_module
-from conftest import ROOT, TINY, build, cli, tiny_argv
+from conftest import ROOT, TINY, build, cli, one_line_error, tiny_argv
 from extras import checkpoints as ckpt
+from extras.checkpoints import CheckpointError
 from networks import NETWORKS
 from UGATIT import UGATIT
 
@@ -46,12 +47,6 @@ def stop_with_signal_after(monkeypatch, step, signum=signal.SIGTERM):
             os.kill(os.getpid(), signum)
         return losses
     monkeypatch.setattr(UGATIT, 'train_step', train_step)
-
-
-def one_line_error(excinfo) -> str:
-    message = str(excinfo.value.code)
-    assert message.startswith('error: ') and '\n' not in message, message
-    return message
 
 
 # --------------------------------------------------------------------------- #
@@ -114,6 +109,22 @@ def test_training_again_without_resume_refuses_to_replace_the_run(tmp_path, tiny
     message = one_line_error(e)
     assert 'holds a run (newest checkpoint: step 3)' in message and '--resume True' in message
     assert latest(run).read_bytes() == before
+
+
+@pytest.mark.parametrize('demo', [True, False])
+def test_the_demo_replaces_only_a_previous_demo_run(tmp_path, demo):
+    """``--demo`` again deletes the previous demo's checkpoints, leaving the folder for its own; the
+    checkpoints of a run that is not a demo's are never deleted."""
+    paths = [str(tmp_path / f'x_params_{name}.pdparams') for name in ('0000002', 'latest')]
+    for path in paths:
+        ckpt.write_checkpoint(path, {'step': 2, 'args': {'demo': demo}})
+    if demo:
+        assert ckpt.fresh_start(str(tmp_path), 'x', replace_demo=True) == 0
+        assert os.listdir(tmp_path) == []                     # the folder stays, emptied of checkpoints
+    else:
+        with pytest.raises(CheckpointError, match="holds checkpoints that are not a demo's"):
+            ckpt.fresh_start(str(tmp_path), 'x', replace_demo=True)
+        assert all(ckpt.read_checkpoint(path)['step'] == 2 for path in paths)
 
 
 def test_an_unreadable_checkpoint_stops_resume_and_stays(tmp_path, tiny_data, monkeypatch):
