@@ -206,12 +206,24 @@ def loadable(model_dir: str, dataset: str) -> Iterator[tuple[str, dict]]:
                               + '): move them away to start over, or use another --result_dir')
 
 
+def _is_demo(path: str) -> bool:
+    """Whether ``--demo`` wrote this checkpoint: its sidecar says so (a file from before sidecars
+    recorded it: its arguments, or False when it does not load)."""
+    meta = read_sidecar(path) or {}
+    if 'demo' in meta:
+        return bool(meta['demo'])
+    try:
+        return bool(read_checkpoint(path).get('args', {}).get('demo'))
+    except CheckpointError:
+        return False
+
+
 def fresh_start(model_dir: str, dataset: str, replace_demo: bool = False) -> int:
     """0, the last step of a new run, after checking that no run would be overwritten: a folder that
     holds one is a one-line error (``--resume True`` continues it). With ``replace_demo`` (``--demo``)
     a previous demo run's checkpoints are deleted, and only when every one of them says it is a demo's."""
     found = [path for _, path in candidates(model_dir, dataset)]
-    if found and replace_demo and all((read_sidecar(path) or {}).get('demo') for path in found):
+    if found and replace_demo and all(map(_is_demo, found)):
         log.warning('replacing the previous demo run in %s', model_dir)
         remove_checkpoints(found)
     elif found:
