@@ -192,6 +192,7 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
 # A whole checkpoint
 # --------------------------------------------------------------------------- #
 _OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')
+ARCHIVES = ('.zip', '.7z', '.rar', '.tar', '.tar.gz', '.tgz')
 
 
 def is_tf_checkpoint(src: str) -> bool:
@@ -208,10 +209,20 @@ def destination(dst: str, dataset: str | None, step: int) -> str:
     return os.path.join(dst, ckpt.checkpoint_name(dataset, step))
 
 
+def check_source(src: str) -> None:
+    """One-line ``ConversionError`` when ``src`` is neither a file or folder nor a TF checkpoint prefix."""
+    if src.lower().endswith(ARCHIVES):
+        raise ConversionError(f'{src} is an archive: unpack it first (7-Zip or unzip) and pass the folder it unpacks to')
+    if not os.path.exists(src) and not os.path.exists(src + '.index'):
+        raise ConversionError(f'{src} does not exist, and neither does {os.path.basename(src)}.index of a TF checkpoint '
+                              f'prefix: check --src')
+
+
 def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: int | None = None,
                        dataset: str | None = None, generators_only: bool = False) -> tuple[str, dict, dict]:
     """Convert official weights ``src`` (PyTorch or TensorFlow, detected) and write our checkpoint;
     returns (written path, arch, notes to print)."""
+    check_source(src)
     if is_tf_checkpoint(src):
         return convert_tf_checkpoint(src, dst, step, img_size, dataset, generators_only)
     match = _OFFICIAL_NAME.match(os.path.basename(src))
@@ -305,7 +316,12 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
     reader = TFCheckpoint(find_checkpoint(src))
     smoothing, smoothing_from = tf_smoothing(os.path.basename(os.path.dirname(reader.prefix)))
     arch = infer_tf_arch(reader, img_size, smoothing)
-    step = int(re.search(r'-(\d+)$', reader.prefix).group(1)) if step is None else step
+    if step is None:
+        numbered = re.search(r'-(\d+)$', reader.prefix)
+        if not numbered:
+            raise ConversionError(f'cannot read the step from the name {os.path.basename(reader.prefix)!r} '
+                                  f'(the authors\': UGATIT.model-<step>): pass --step')
+        step = int(numbered.group(1))
     dst = destination(dst, dataset, step)
     has_discriminators = 'discriminator_A/global/conv_0/kernel' in reader
     names = NETWORKS if has_discriminators and not generators_only else NETWORKS[:2]

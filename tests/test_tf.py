@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -341,3 +342,20 @@ def test_bad_tf_checkpoints_are_one_line_errors(tmp_path, capsys, damage, messag
         convert.main(['--src', prefix, '--dst', str(tmp_path / 'out'), '--dataset', 'x'])
     assert message in str(e.value.code) and '\n' not in str(e.value.code), e.value.code
     assert json.dumps(str(e.value.code)).startswith('"error: ')
+
+
+@pytest.mark.parametrize('where, message', [
+    ('mistyped prefix', 'does not exist, and neither does'),
+    ('release zip', 'is an archive: unpack it first'),
+    ('no step in the name', 'pass --step'),
+])
+def test_wrong_sources_are_one_line_errors(tmp_path, where, message):
+    prefix = copy_checkpoint(tf_prefix('light', 2), tmp_path)
+    src = {'mistyped prefix': prefix[:-1] + '9', 'release zip': str(tmp_path / 'checkpoint.zip')}.get(where)
+    if where == 'no step in the name':
+        for path in Path(prefix).parent.glob(Path(prefix).name + '.*'):
+            path.rename(path.parent / ('model' + path.name[len(Path(prefix).name):]))
+        src = str(Path(prefix).parent / 'model')
+    with pytest.raises(SystemExit) as e:
+        convert.main(['--src', src, '--dst', str(tmp_path / 'out'), '--dataset', 'x'])
+    assert message in str(e.value.code) and '\n' not in str(e.value.code), e.value.code
