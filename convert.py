@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
+
+warnings.filterwarnings('ignore', message='No ccache found')   # Paddle's import-time note for C++ extension builders
 
 import paddle
 

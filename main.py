@@ -13,6 +13,9 @@ import json
 import logging
 import os
 import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='No ccache found')   # Paddle's import-time note for C++ extension builders
 
 from utils import check_folder, str2bool
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
+
+warnings.filterwarnings('ignore', message='No ccache found')   # Paddle's import-time note for C++ extension builders
 
 from dataset import DatasetError
 from extras.deploy import Framing, create_predictor, run_predictor, translate_files
@@ -27,8 +30,12 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: OMP_NUM_THREADS, else every core)')
     p.add_argument('--use_gpu', type=str2bool, default=False, help='run on GPU 0')
     args = p.parse_args(argv)
+    info_path = os.path.join(os.path.dirname(args.model), 'export_info.json')
+    if not os.path.isfile(info_path) or not os.path.isfile(args.model + '.pdiparams'):
+        raise SystemExit(f'error: no exported generator at {args.model} (looked for {info_path} and '
+                         f'{os.path.basename(args.model)}.pdiparams): run python main.py --phase export first')
     try:
-        with open(os.path.join(os.path.dirname(args.model), 'export_info.json')) as f:
+        with open(info_path) as f:
             info = json.load(f)
         predictor = create_predictor(args.model, args.threads, args.use_gpu)
         written = translate_files(args.input, lambda batch: run_predictor(predictor, batch)[0],

@@ -1,13 +1,15 @@
 """The command line end to end: arguments, train → checkpoint → test, bad input, the demo."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 import main
-from conftest import cli as run_cli, one_line_error
+from conftest import ROOT, cli as run_cli, one_line_error
 
 
 # --------------------------------------------------------------------------- #
@@ -171,3 +173,17 @@ def test_demo_training_improves_translation_error(tmp_path):
     errors = json.loads((tmp_path / 'results' / 'demo' / 'demo_error.json').read_text())
     assert errors['trained'] < errors['untrained'] - 0.02, errors
     assert os.path.exists(tmp_path / 'data' / 'demo' / 'testB')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command, message', [
+    (['main.py', '--phase', 'test', '--dataset', 'nothing', '--device', 'cpu'], 'dataset folder'),
+    (['convert.py', '--src', 'nothing', '--dst', 'out', '--dataset', 'x'], 'does not exist'),
+    (['predict.py', '--model', 'nothing/genA2B', '--input', '.'], 'no exported generator'),
+])
+def test_entry_points_print_their_error_alone(tmp_path, command, message):
+    """What a user sees in the terminal: the one error line, nothing Paddle prints on import."""
+    run = subprocess.run([sys.executable, os.path.join(ROOT, command[0])] + command[1:], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stdout == ''
+    assert run.stderr.startswith('error: ') and message in run.stderr and run.stderr.count('\n') == 1, run.stderr

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 TOOLS = os.path.join(ROOT, 'tools')
@@ -15,6 +17,7 @@ def run_tool(name: str, *argv: str) -> str:
     return run.stdout
 
 
+@pytest.mark.slow
 def test_bench_times_our_whole_training_loop():
     out = run_tool('bench.py', '--img_size', '96', '--ch', '4', '--steps', '2', '--warmup', '1', '--repeats', '1')
     header, record = out.splitlines()[0], json.loads(out.splitlines()[1])
@@ -23,13 +26,14 @@ def test_bench_times_our_whole_training_loop():
     assert record['peak_rss_gb'] > 0 and f'{record["median_s"]:.3f}' in out      # the table shows the record
 
 
+@pytest.mark.slow
 def test_onednn_gradient_check_runs_a_case_in_its_own_process():
     out = run_tool('onednn_grads.py', '--case', 'conv2d')
     assert out.startswith('# Paddle ') and out.splitlines()[1].split()[:2] == ['conv2d', 'ok']
 
 
-def test_onednn_gradient_check_verdicts():
-    sys.path.insert(0, TOOLS)
+def test_onednn_gradient_check_verdicts(monkeypatch):
+    monkeypatch.syspath_prepend(TOOLS)
     from onednn_grads import verdict
     assert verdict({'errors': [1e-7, 2.0]}) == 'WRONG (relative error 2)'
     assert verdict({'crash': 'exit status -11'}).startswith('CRASH')
