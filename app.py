@@ -12,9 +12,14 @@ and the same generator call. Only photos longer than ``MAX_SIDE`` are downscaled
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
+import shlex
+import socket
 import time
+import zipfile
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')      # read when gradio is imported: no calls home
 
@@ -26,6 +31,7 @@ from PIL import Image
 from dataset import UnreadableImage, find_images, load_image, resize, to_uint8_image
 from extras.checkpoints import CheckpointError, load_networks, loadable, read_checkpoint
 from extras.deploy import Framing, NoFaceFound
+from extras.tf_checkpoint import TFCheckpointError, find_checkpoint as find_tf_checkpoint
 from UGATIT import ARCH_ARGS, build_network
 from utils import cam
 
@@ -36,6 +42,12 @@ HEIGHT = 320                      # of the image boxes, in CSS pixels
 CSS = '#photo img, #translation img, #heatmap img {width: 100%; height: 100%; object-fit: contain}'   # small ones too
 OLD_ARCH_DEFAULTS = {'arch': 'pytorch', 'smoothing': False}     # keys that checkpoints before --arch tf lack
 GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
+CHECKPOINT_FILE = re.compile(r'(.+)_params_(?:\d+|latest)\.pdparams')            # extras.checkpoints.checkpoint_name
+OFFICIAL_FILE = re.compile(r'(.+)_params_(\d+|latest)\.(?:pt|pth|npz)')          # convert.py reads --dataset, --step
+TF_FILE = re.compile(r'\.(?:index|meta|data-\d{5}-of-\d{5})$')
+TF_MODEL_DIR = re.compile(r'UGATIT(?:_light)?_(.+)_(?:gan|lsgan|wgan-gp|wgan-lp|dragan|hinge)_\d+resblock_')
+TORCH_MAGIC = b'\x8a\x0a' + 0x1950a86a20f9469cfc6c.to_bytes(10, 'little')       # a legacy torch.save file's first value
+USE_OURS = 'pass a .pdparams file that main.py or convert.py wrote'
 
 
 # --------------------------------------------------------------------------- #
@@ -44,8 +56,9 @@ GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
 def load_generators(path: str) -> tuple[dict, dict]:
     """({'genA2B', 'genB2A'} in eval mode, architecture) of a checkpoint this repository writes or
     converts; the architecture comes from the checkpoint. One-line ``CheckpointError`` otherwise."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint {path} does not exist: run python main.py --demo, or give --checkpoint')
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise CheckpointError(problem)
     state = read_checkpoint(path)
     arch = {**OLD_ARCH_DEFAULTS, **(state.get('arch') or {})}
     missing = [k for k in ARCH_ARGS if k not in arch]
@@ -61,12 +74,105 @@ def load_generators(path: str) -> tuple[dict, dict]:
     return generators, arch
 
 
+def not_a_checkpoint(path: str) -> str | None:
+    """Why ``path`` is not a checkpoint of this repository and what to pass instead, told from its name
+    and first bytes (a multi-GB file is not read); None when it may be one (``.pdparams`` or a pickle)."""
+    if not os.path.exists(path):
+        if os.path.isfile(path + '.index'):
+            return f'{path} is the prefix of the authors\' TensorFlow checkpoint, not one of this repository: {convert_tf(path)}'
+        return f'checkpoint {path} does not exist: {USE_OURS}, or run python main.py --demo'
+    if os.path.isdir(path):
+        return f'{path} is a folder: pass a checkpoint file in it'
+    name = os.path.basename(path)
+    if name.endswith('.pdparams.json'):
+        return f'{path} is the JSON sidecar of the checkpoint {path[:-len(".json")]}: pass that file'
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(32)
+    except OSError:
+        return None                                                   # read_checkpoint says why
+    if TF_FILE.search(name) or head.startswith(b'model_checkpoint_path'):
+        return f'{path} is a file of the authors\' TensorFlow checkpoint, not one of this repository: {convert_tf(path)}'
+    if TORCH_MAGIC in head or (head.startswith(b'PK\x03\x04') and _holds_torch_or_numpy(path)):
+        official = OFFICIAL_FILE.fullmatch(name)
+        return (f'{path} holds PyTorch weights, not a checkpoint of this repository: '
+                + convert_first(path, official and official.group(1), bool(official) and official.group(2) != 'latest'))
+    if head.startswith(b'\x80') or name.endswith('.pdparams'):
+        return None
+    try:
+        with Image.open(path) as image:
+            return f'{path} is an image ({image.format}), not a checkpoint: {USE_OURS}; upload photos in the page'
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return f'{path} is not a checkpoint of this repository (nor TensorFlow or PyTorch weights): {USE_OURS}'
+
+
+def _holds_torch_or_numpy(path: str) -> bool:
+    """Whether a zip file is a torch.save file (its data.pkl) or an .npz (.npy files)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith('data.pkl') for n in names) or bool(names) and all(n.endswith('.npy') for n in names)
+
+
+def convert_tf(path: str) -> str:
+    """What to do with the authors' TensorFlow checkpoint at ``path`` (a folder, its prefix or one of its
+    files): convert.py's command, or why it cannot convert."""
+    try:
+        prefix = find_tf_checkpoint(path)
+    except TFCheckpointError as e:
+        return str(e)
+    model_dir = TF_MODEL_DIR.match(os.path.basename(os.path.dirname(prefix)))
+    return convert_first(prefix, model_dir and model_dir.group(1), bool(re.search(r'-\d+$', prefix)))
+
+
+def convert_first(src: str, dataset: str | None, step_in_name: bool) -> str:
+    """The commands that convert official weights ``src`` and serve them."""
+    d = shlex.quote(dataset) if dataset else '<dataset>'
+    step = '' if step_in_name else ' --step <step>'
+    return (f'convert it first: python convert.py --src {shlex.quote(src)} --dst results/{d}/model --dataset {d}{step} '
+            f'--generators_only True, then python app.py --dataset {d}')
+
+
+def checkpoint_path(checkpoint: str | None, result_dir: str, dataset: str) -> str:
+    """The file to serve: ``checkpoint``, the newest one that loads in it when it is a folder, or without
+    it the newest of ``dataset``."""
+    if checkpoint is None:
+        return newest_checkpoint(result_dir, dataset)
+    return newest_in_folder(checkpoint, dataset) if os.path.isdir(checkpoint) else checkpoint
+
+
 def newest_checkpoint(result_dir: str, dataset: str) -> str:
     """The newest checkpoint of ``dataset`` that loads (a corrupt one falls back to the previous)."""
     model_dir = os.path.join(result_dir, dataset, 'model')
     for path, _ in loadable(model_dir, dataset):
         return path
     raise CheckpointError(f'no checkpoint in {model_dir}: run python main.py --demo first, or give --checkpoint')
+
+
+def newest_in_folder(folder: str, dataset: str) -> str:
+    """The newest checkpoint that loads in ``folder`` or its ``model`` subfolder (of ``dataset`` when they
+    hold several datasets'), logged; a one-line ``CheckpointError`` when there is none."""
+    for model_dir in (folder, os.path.join(folder, 'model')):
+        found = sorted({m.group(1) for name in _listdir(model_dir) if (m := CHECKPOINT_FILE.fullmatch(name))})
+        if len(found) > 1 and dataset not in found:
+            raise CheckpointError(f'{model_dir} holds checkpoints of {", ".join(found)}: pass --dataset with one of '
+                                  f'them, or a checkpoint file')
+        if found:
+            path = next(path for path, _ in loadable(model_dir, dataset if dataset in found else found[0]))
+            log.info('%s is a folder: serving its newest checkpoint that loads, %s', folder, path)
+            return path
+    try:
+        find_tf_checkpoint(folder)
+    except TFCheckpointError:
+        raise CheckpointError(f'{folder} is a folder without checkpoints of this repository: {USE_OURS}') from None
+    raise CheckpointError(f'{folder} holds the authors\' TensorFlow checkpoint, not one of this repository: '
+                          + convert_tf(folder))
+
+
+def _listdir(folder: str) -> list[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
 
 
 def read_photo(path: str, channels: int) -> tuple[np.ndarray, list[str]]:
@@ -213,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description='U-GAT-IT web app (Gradio)', allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--checkpoint', default=None,
-                   help='a checkpoint (.pdparams) written by main.py or convert.py; default: the newest of --dataset')
+                   help='a checkpoint (.pdparams) written by main.py or convert.py, or a folder of them (its newest); '
+                        'default: the newest of --dataset')
     p.add_argument('--dataset', default='demo', help='without --checkpoint: <result_dir>/<dataset>/model; '
                                                      'examples from <data_root>/<dataset>/testA and testB')
     p.add_argument('--result_dir', default='results', help='as main.py')
@@ -223,22 +330,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why Gradio could not listen on ``host``:``port``, found by binding it as Gradio does (SO_REUSEADDR:
+    a port that just closed is free); None when it can."""
+    if not 1 <= port <= 65535:
+        return f'--port {port} is not a valid port (1-65535)'
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host.strip('[]'), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return f'port {port} on {host} is in use: pass another --port'
+        return f'cannot listen on {host} port {port} ({e.strerror or e}): pass another --host or --port'
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Load the model, then serve; a checkpoint that does not load is one line and exit status 1."""
+    """Check the port, load the model, then serve; a port that is taken or a checkpoint that does not load
+    is one line and exit status 1."""
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
     logging.getLogger('httpx').setLevel(logging.WARNING)               # Gradio's startup self-checks
     args = parse_args(argv)
+    host = args.host or os.environ.get('GRADIO_SERVER_NAME', '127.0.0.1')
+    problem = None if args.port is None else port_problem(host, args.port)      # else Gradio finds a free one
+    if problem:
+        raise SystemExit(f'error: {problem}')
     paddle.set_device('gpu' if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else 'cpu')
     try:
-        translator = Translator(args.checkpoint or newest_checkpoint(args.result_dir, args.dataset))
+        translator = Translator(checkpoint_path(args.checkpoint, args.result_dir, args.dataset))
     except CheckpointError as e:
         raise SystemExit(f'error: {e}') from None
     log.info('serving %s', translator.describe().replace('`', ''))
     examples = example_photos(args.data_root, args.dataset)
     demo = build_demo(translator, examples)
     demo.queue(default_concurrency_limit=1, max_size=32)                # one translation at a time, the rest wait
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size='50mb', css=CSS,
-                allowed_paths=sorted({os.path.dirname(row[0]) for row in examples}))
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, max_file_size='50mb', css=CSS,
+                    allowed_paths=sorted({os.path.dirname(row[0]) for row in examples}))
+    except OSError as e:                                 # the port taken since port_problem, or none free
+        reason = ' '.join(str(e).split()).split('. ')[0]     # Gradio's advice is for launch()'s caller
+        raise SystemExit(f'error: Gradio cannot serve on {host} ({reason})'
+                         + (': pass another --port' if 'port' in reason else '')) from None
 
 
 if __name__ == '__main__':
