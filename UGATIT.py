@@ -38,7 +38,7 @@ from extras.distributed import any_rank, distribute, mean_over_ranks, rank, rank
 from extras.guards import NonFiniteStreak, StopRequest, all_finite, frozen, ignore_interrupt, snapshot, update_is_finite
 from extras.monitor import Monitor, rho_values
 from extras.tf_networks import TFAdam, advance_power_iterations, build_tf_network, decay_kernels, spectral_norms
-from networks import NETWORKS, RhoClipper, build_network as build_pytorch_network
+from networks import DISCRIMINATORS, GENERATORS, NETWORKS, RhoClipper, build_network as build_pytorch_network
 from utils import check_folder, translation_strips
 
 log = logging.getLogger('ugatit')
@@ -133,8 +133,8 @@ class UGATIT:
         """The six networks, both optimisers and the ρ clipper (no data needed)."""
         paddle.seed(self.seed)
         nets = {name: build_network(name, self.arch()) for name in NETWORKS}   # in the official order
-        self.G_params = [p for name in ('genA2B', 'genB2A') for p in nets[name].parameters()]
-        self.D_params = [p for name in ('disGA', 'disGB', 'disLA', 'disLB') for p in nets[name].parameters()]
+        self.G_params = [p for name in GENERATORS for p in nets[name].parameters()]
+        self.D_params = [p for name in DISCRIMINATORS for p in nets[name].parameters()]
         # Adam with coupled L2 weight decay (a float weight_decay in Paddle = torch Adam's). The TF code
         # decays kernels only, and its Adam adds ε to √v (extras/tf_networks.py).
         Adam, adam = paddle.optimizer.Adam, dict(learning_rate=self.lr, beta1=0.5, beta2=0.999, epsilon=1e-8,
@@ -145,7 +145,7 @@ class UGATIT:
         optimizers = {'G_optim': Adam(parameters=self.G_params, **adam), 'D_optim': Adam(parameters=self.D_params, **adam)}
         # Every discriminator's spectral-norm u and v: put back when a non-finite D loss skips a step. The TF
         # architecture's spectral norms move u once per update, when told (advance_power_iterations).
-        discriminators = [nets[name] for name in ('disGA', 'disGB', 'disLA', 'disLB')]
+        discriminators = [nets[name] for name in DISCRIMINATORS]
         self.sn_vectors = [b for D in discriminators for key, b in D.named_buffers() if key.endswith(('weight_u', 'weight_v'))]
         self.tf_spectral_norms = spectral_norms(discriminators)
         # Loss scaling for --amp fp16 (one scaler per optimizer); disabled, a no-op, otherwise.
@@ -215,7 +215,7 @@ class UGATIT:
                          fake_A2B_cam_logit, fake_B2A_cam_logit, fake_A2A_cam_logit, fake_B2B_cam_logit) -> dict:
         """Every term of the generators' loss, under its official name."""
         # The bare discriminators: they are frozen here, and a data-parallel wrapper would wait for their gradients.
-        disGA, disGB, disLA, disLB = (unwrap(getattr(self, n)) for n in ('disGA', 'disGB', 'disLA', 'disLB'))
+        disGA, disGB, disLA, disLB = (unwrap(getattr(self, n)) for n in DISCRIMINATORS)
         G_ad_loss_GA, G_ad_cam_loss_GA = g_adv_losses(disGA, fake_B2A)
         G_ad_loss_LA, G_ad_cam_loss_LA = g_adv_losses(disLA, fake_B2A)
         G_ad_loss_GB, G_ad_cam_loss_GB = g_adv_losses(disGB, fake_A2B)
@@ -399,7 +399,7 @@ class UGATIT:
         if rank() != 0:
             return {}
         grids = {}
-        self.set_mode(False, ('genA2B', 'genB2A'))
+        self.set_mode(False, GENERATORS)
         for direction, domain in (('A2B', 'A'), ('B2A', 'B')):
             outputs = self.strip_model(direction).run_eager(grid[domain])
             grids[direction] = np.concatenate(translation_strips(grid[domain], outputs, self.img_size), axis=1)
@@ -409,7 +409,7 @@ class UGATIT:
             except OSError as e:                   # save the step first (if the disk takes it), then stop
                 raise CheckpointError(f'could not write {path}: {ckpt.os_reason(e)}; step {step} is saved in '
                                       f'{self.save_latest(step)}: free space, then --resume True') from None
-        self.set_mode(True, ('genA2B', 'genB2A'))
+        self.set_mode(True, GENERATORS)
         return grids
 
     # ---- Test --------------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ class UGATIT:
     def translate_folder(self, data: ImageFolder, direction: str, out_dir: str, strip_dir: str | None = None) -> int:
         """Translate every image of ``data`` into ``out_dir/<stem>.png`` (and the official strips into
         ``strip_dir``), on a Paddle Inference engine on the CPU (extras/deploy.py); the image count."""
-        self.set_mode(False, ('genA2B', 'genB2A'))
+        self.set_mode(False, GENERATORS)
         return translate_folder(self.strip_model(direction), data, direction, out_dir, strip_dir, bf16=self.args.amp == 'bf16',
                                 small_model=self.args.ch * self.img_size <= 2048, num_workers=self.args.num_workers)
 

@@ -170,6 +170,20 @@ def test_transform(img: np.ndarray, img_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Dataset
 # --------------------------------------------------------------------------- #
+def split_readable(paths: Sequence[str], channels: int = 3) -> tuple[list[str], list[str]]:
+    """(the paths that decode, the ones that do not): the one test of an image for training, test,
+    eval and the demo, each unreadable file logged with its reason."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            load_image(path, channels)
+            good.append(path)
+        except UnreadableImage as e:
+            log.warning('skipping unreadable image: %s', e)
+            bad.append(path)
+    return good, bad
+
+
 class ImageFolder(paddle.io.Dataset):
     """Every image under ``root``; item ``i`` (or ``(i, aug_seed)``) → (C×H×W float32, i).
 
@@ -189,18 +203,11 @@ class ImageFolder(paddle.io.Dataset):
         if not paths:
             raise DatasetError(f'{root} holds no image ({"/".join(IMG_EXTENSIONS)}): '
                                f'put the images of this domain there')
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []          # set by _readable
         self.paths = self._readable(paths)
 
     def _readable(self, paths: Sequence[str]) -> list[str]:
-        good = []
-        for path in paths:
-            try:
-                load_image(path, self.channels)
-                good.append(path)
-            except UnreadableImage as e:
-                log.warning('skipping unreadable image: %s', e)
-                self.skipped.append(path)
+        good, self.skipped = split_readable(paths, self.channels)
         if not good:
             raise DatasetError(f'{self.root} holds no readable image ({len(paths)} files, all unreadable): '
                                f'replace them with valid images')

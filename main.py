@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> None:
         return
     from extras import deploy, distributed
     from extras.checkpoints import check_writable
+    from networks import GENERATORS
     from UGATIT import UGATIT
 
     set_device(args)
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.phase == 'export':
         step = gan.load_newest(weights_only=True)
         nets = gan.networks()
-        for path in deploy.export_generators({n: nets[n] for n in ('genA2B', 'genB2A')}, args.img_ch, args.img_size,
+        for path in deploy.export_generators({n: nets[n] for n in GENERATORS}, args.img_ch, args.img_size,
                                              args.output or os.path.join(gan.out_dir, 'export'),
                                              {'checkpoint': gan.loaded_checkpoint, 'step': step}):
             print(path)

@@ -17,6 +17,7 @@ import paddle.nn.functional as F
 
 # The six networks of U-GAT-IT, in the official order of construction (same random initialisation).
 NETWORKS = ('genA2B', 'genB2A', 'disGA', 'disGB', 'disLA', 'disLB')
+GENERATORS, DISCRIMINATORS = NETWORKS[:2], NETWORKS[2:]
 
 
 # --------------------------------------------------------------------------- #

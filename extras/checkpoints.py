@@ -31,6 +31,7 @@ from typing import Iterator
 
 import paddle
 
+from networks import DISCRIMINATORS, GENERATORS
 from utils import atomic_path, atomic_write
 
 log = logging.getLogger('ugatit')
@@ -370,7 +371,7 @@ def check_state_shapes(path: str, name: str, net, state: dict) -> None:
 
 
 # What each optimizer updates, by network name (the trainer's G_optim and D_optim).
-OPTIMIZED = {'G_optim': ('genA2B', 'genB2A'), 'D_optim': ('disGA', 'disGB', 'disLA', 'disLB')}
+OPTIMIZED = {'G_optim': GENERATORS, 'D_optim': DISCRIMINATORS}
 
 
 def training_state(networks: dict, optimizers: dict, scalers: dict) -> dict:

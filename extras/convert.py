@@ -28,7 +28,7 @@ from extras import checkpoints as ckpt
 from extras.tf_checkpoint import TFCheckpoint, find_checkpoint
 from extras.tf_networks import TFConv, TFDense
 from extras.torch_file import read_torch_file
-from networks import NETWORKS
+from networks import GENERATORS, NETWORKS
 from UGATIT import build_network
 
 DEFAULT_LIGHT_IMG_SIZE = 256   # the light model's shapes do not depend on the image size
@@ -235,7 +235,7 @@ def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: in
     official = read_official(src)
     arch = infer_arch(official, img_size)
     state = {}
-    for name in NETWORKS[:2] if generators_only else NETWORKS:
+    for name in GENERATORS if generators_only else NETWORKS:
         net = build_network(name, arch)
         load_converted(net, convert_state_dict(official.pop(name), net, name), name)
         state[name] = net.state_dict()
@@ -324,7 +324,7 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
         step = int(numbered.group(1))
     dst = destination(dst, dataset, step)
     has_discriminators = 'discriminator_A/global/conv_0/kernel' in reader
-    names = NETWORKS if has_discriminators and not generators_only else NETWORKS[:2]
+    names = NETWORKS if has_discriminators and not generators_only else GENERATORS
     state, optimizers = {}, {}
     for name in names:
         with paddle.LazyGuard():                     # shapes only: nothing allocated

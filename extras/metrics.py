@@ -37,7 +37,7 @@ import scipy.linalg
 from PIL import Image
 from tqdm import tqdm
 
-from dataset import DatasetError, UnreadableImage, find_images, load_image
+from dataset import DatasetError, find_images, load_image, split_readable
 from extras.inception import INCEPTION_SIZE, INSTALL_HINT, load_inception
 
 log = logging.getLogger('ugatit')
@@ -340,13 +340,7 @@ def readable_images(folder: str) -> list[str]:
     folder or one without a readable image."""
     if not os.path.isdir(folder):
         raise DatasetError(f'image folder {folder} does not exist')
-    files = []
-    for path in find_images(folder):
-        try:
-            load_image(path)
-            files.append(path)
-        except UnreadableImage as e:
-            log.warning('skipping unreadable image: %s', e)
+    files, _ = split_readable(find_images(folder))
     if not files:
         raise DatasetError(f'{folder} holds no readable image')
     return files

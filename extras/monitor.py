@@ -18,12 +18,14 @@ import time
 
 import numpy as np
 
+from networks import GENERATORS
+
 log = logging.getLogger('ugatit')
 
 
 def rho_values(networks: dict) -> dict[str, np.ndarray]:
     """ρ of every AdaLIN/LIN layer of the generators, by 'genA2B.UpBlock1_1.norm1'-style name."""
-    return {f'{name}.{key}': layer.rho.numpy() for name in ('genA2B', 'genB2A')
+    return {f'{name}.{key}': layer.rho.numpy() for name in GENERATORS
             for key, layer in networks[name].named_sublayers() if hasattr(layer, 'rho')}
 
 

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import main  # noqa: E402
-from networks import ILN, adaILN  # noqa: E402
+from networks import GENERATORS, ILN, adaILN  # noqa: E402
 from UGATIT import UGATIT  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def run(out: str, argv: list) -> None:
     gan = UGATIT(args)
     gan.build_model()
     if os.environ.get('UGATIT_RHO_OUTSIDE'):
-        norms = [l for g in ('genA2B', 'genB2A') for l in gan.networks()[g].sublayers() if isinstance(l, (adaILN, ILN))]
+        norms = [l for g in GENERATORS for l in gan.networks()[g].sublayers() if isinstance(l, (adaILN, ILN))]
         for i, layer in enumerate(norms):
             layer.rho.set_value(np.full(layer.rho.shape, 1.2 if i % 2 else -0.2, np.float32))
     inputs, original = {}, UGATIT.train_step
