@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset import load_image, write_image
+from dataset import DatasetError, load_image, write_image
 from extras import demo_data
 
 # Small builds keep the tests fast; the code path is the same as the default.
@@ -64,16 +64,14 @@ def test_build_is_reproducible_offline_and_seeded(tmp_path, small_dataset, monke
     assert [p.read_bytes() for p in pngs(other / 'trainA')] != [p.read_bytes() for p in pngs(small_dataset / 'trainA')]
 
 
-@pytest.mark.parametrize('change, rebuilt', [('nothing', False), ('remove an image', True), ('remove build_info', True),
-                                             ('other size', True), ('force', True)])
+@pytest.mark.parametrize('change, rebuilt', [('nothing', False), ('remove an image', True), ('other size', True),
+                                             ('force', True)])
 def test_rebuild_rules(tmp_path, change, rebuilt):
     folder = build_small(tmp_path)
     inode = folder.stat().st_ino
     overrides = {}
     if change == 'remove an image':
         pngs(folder / 'trainB')[0].unlink()
-    elif change == 'remove build_info':
-        (folder / demo_data.BUILD_INFO_FILE).unlink()
     elif change == 'other size':
         overrides['size'] = 56
     elif change == 'force':
@@ -82,6 +80,17 @@ def test_rebuild_rules(tmp_path, change, rebuilt):
     assert (folder.stat().st_ino != inode) == rebuilt                 # a fresh folder is swapped in whole
     assert demo_data.is_complete(folder, **{**SMALL, **{k: v for k, v in overrides.items() if k != 'force'}})
     assert [p.name for p in tmp_path.iterdir()] == ['demo']          # no staging leftovers
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_a_folder_without_build_info_is_never_replaced(tmp_path, force):
+    """Without its build_info.json a folder may be anybody's data: refused, left as it is."""
+    folder = build_small(tmp_path)
+    (folder / demo_data.BUILD_INFO_FILE).unlink()
+    before = all_file_bytes(folder)
+    with pytest.raises(DatasetError, match='holds data the demo did not build'):
+        build_small(tmp_path, force=force)
+    assert all_file_bytes(folder) == before
 
 
 def test_interrupted_build_leaves_no_dataset(tmp_path, monkeypatch):
