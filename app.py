@@ -19,9 +19,11 @@ import re
 import shlex
 import socket
 import time
+import warnings
 import zipfile
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')      # read when gradio is imported: no calls home
+warnings.filterwarnings('ignore', message='No ccache found')   # Paddle's import-time note for C++ extension builders
 
 import gradio as gr
 import numpy as np
@@ -29,7 +31,8 @@ import paddle
 from PIL import Image
 
 from dataset import UnreadableImage, find_images, load_image, resize, to_uint8_image
-from extras.checkpoints import CheckpointError, load_networks, loadable, read_checkpoint
+from extras.checkpoints import CHECKPOINT_FILE, CheckpointError, load_networks, loadable, read_checkpoint
+from extras.convert import OFFICIAL_NAME, TF_FILE
 from extras.deploy import Framing, NoFaceFound
 from extras.tf_checkpoint import TFCheckpointError, find_checkpoint as find_tf_checkpoint
 from UGATIT import ARCH_ARGS, build_network
@@ -42,9 +45,6 @@ HEIGHT = 320                      # of the image boxes, in CSS pixels
 CSS = '#photo img, #translation img, #heatmap img {width: 100%; height: 100%; object-fit: contain}'   # small ones too
 OLD_ARCH_DEFAULTS = {'arch': 'pytorch', 'smoothing': False}     # keys that checkpoints before --arch tf lack
 GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
-CHECKPOINT_FILE = re.compile(r'(.+)_params_(?:\d+|latest)\.pdparams')            # extras.checkpoints.checkpoint_name
-OFFICIAL_FILE = re.compile(r'(.+)_params_(\d+|latest)\.(?:pt|pth|npz)')          # convert.py reads --dataset, --step
-TF_FILE = re.compile(r'\.(?:index|meta|data-\d{5}-of-\d{5})$')
 TF_MODEL_DIR = re.compile(r'UGATIT(?:_light)?_(.+)_(?:gan|lsgan|wgan-gp|wgan-lp|dragan|hinge)_\d+resblock_')
 TORCH_MAGIC = b'\x8a\x0a' + 0x1950a86a20f9469cfc6c.to_bytes(10, 'little')       # a legacy torch.save file's first value
 USE_OURS = 'pass a .pdparams file that main.py or convert.py wrote'
@@ -77,9 +77,10 @@ def load_generators(path: str) -> tuple[dict, dict]:
 def not_a_checkpoint(path: str) -> str | None:
     """Why ``path`` is not a checkpoint of this repository and what to pass instead, told from its name
     and first bytes (a multi-GB file is not read); None when it may be one (``.pdparams`` or a pickle)."""
+    tf = 'the authors\' TensorFlow checkpoint, not one of this repository'
     if not os.path.exists(path):
         if os.path.isfile(path + '.index'):
-            return f'{path} is the prefix of the authors\' TensorFlow checkpoint, not one of this repository: {convert_tf(path)}'
+            return f'{path} is the prefix of {tf}: {convert_tf(path)}'
         return f'checkpoint {path} does not exist: {USE_OURS}, or run python main.py --demo'
     if os.path.isdir(path):
         return f'{path} is a folder: pass a checkpoint file in it'
@@ -92,13 +93,14 @@ def not_a_checkpoint(path: str) -> str | None:
     except OSError:
         return None                                                   # read_checkpoint says why
     if TF_FILE.search(name) or head.startswith(b'model_checkpoint_path'):
-        return f'{path} is a file of the authors\' TensorFlow checkpoint, not one of this repository: {convert_tf(path)}'
-    if TORCH_MAGIC in head or (head.startswith(b'PK\x03\x04') and _holds_torch_or_numpy(path)):
-        official = OFFICIAL_FILE.fullmatch(name)
+        return f'{path} is a file of {tf}: {convert_tf(path)}'
+    torch = TORCH_MAGIC in head or (head.startswith(b'PK\x03\x04') and _holds_torch_or_numpy(path))
+    if not torch and (head.startswith(b'\x80') or name.endswith('.pdparams')):      # a pickle: paddle.load decides
+        return None
+    if torch or name.endswith(('.pt', '.pth', '.npz')):
+        official = OFFICIAL_NAME.fullmatch(name)
         return (f'{path} holds PyTorch weights, not a checkpoint of this repository: '
                 + convert_first(path, official and official.group(1), bool(official) and official.group(2) != 'latest'))
-    if head.startswith(b'\x80') or name.endswith('.pdparams'):
-        return None
     try:
         with Image.open(path) as image:
             return f'{path} is an image ({image.format}), not a checkpoint: {USE_OURS}; upload photos in the page'
@@ -155,7 +157,7 @@ def newest_in_folder(folder: str, dataset: str) -> str:
     """The newest checkpoint that loads in ``folder`` or its ``model`` subfolder (of ``dataset`` when they
     hold several datasets'), logged; a one-line ``CheckpointError`` when there is none."""
     for model_dir in (folder, os.path.join(folder, 'model')):
-        found = sorted({m.group(1) for name in _listdir(model_dir) if (m := CHECKPOINT_FILE.fullmatch(name))})
+        found = sorted({m.group(1) for name in _listdir(model_dir) if (m := CHECKPOINT_FILE.match(name))})
         if len(found) > 1 and dataset not in found:
             raise CheckpointError(f'{model_dir} holds checkpoints of {", ".join(found)}: pass --dataset with one of '
                                   f'them, or a checkpoint file')

@@ -38,6 +38,7 @@ log = logging.getLogger('ugatit')
 
 FORMAT = 'ugatit-paddle/1'
 LOCK_FILE = '.train.lock'
+CHECKPOINT_FILE = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.pdparams$')   # checkpoint_name's
 _TEMPORARY = re.compile(r'^\..+\.[^.]+\.tmp$')          # utils.atomic_path's '.<name>.<random>.tmp'
 
 
@@ -74,8 +75,8 @@ def list_checkpoints(model_dir: str, dataset: str) -> list[str]:
     """Periodic checkpoints of ``dataset`` in ``model_dir``, oldest first (by the step in the name)."""
     if not os.path.isdir(model_dir):
         return []
-    pattern = re.compile(re.escape(dataset) + r'_params_(\d+)\.pdparams$')
-    found = [(int(m.group(1)), name) for name in os.listdir(model_dir) if (m := pattern.match(name))]
+    found = [(int(m['step']), name) for name in os.listdir(model_dir)
+             if (m := CHECKPOINT_FILE.match(name)) and m['dataset'] == dataset and m['step'] != 'latest']
     return [os.path.join(model_dir, name) for _, name in sorted(found)]
 
 

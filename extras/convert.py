@@ -191,13 +191,14 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
 # --------------------------------------------------------------------------- #
 # A whole checkpoint
 # --------------------------------------------------------------------------- #
-_OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')
+OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')     # the official code's files
+TF_FILE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')                                  # a TF checkpoint's files
 ARCHIVES = ('.zip', '.7z', '.rar', '.tar', '.tar.gz', '.tgz')
 
 
 def is_tf_checkpoint(src: str) -> bool:
     """A TensorFlow checkpoint: a folder, a prefix with its .index, or one of its files."""
-    return os.path.isdir(src) or os.path.exists(src + '.index') or bool(re.search(r'\.(index|meta|data-\d+-of-\d+)$', src))
+    return os.path.isdir(src) or os.path.exists(src + '.index') or bool(TF_FILE.search(src))
 
 
 def destination(dst: str, dataset: str | None, step: int) -> str:
@@ -225,7 +226,7 @@ def convert_checkpoint(src: str, dst: str, step: int | None = None, img_size: in
     check_source(src)
     if is_tf_checkpoint(src):
         return convert_tf_checkpoint(src, dst, step, img_size, dataset, generators_only)
-    match = _OFFICIAL_NAME.match(os.path.basename(src))
+    match = OFFICIAL_NAME.match(os.path.basename(src))
     if step is None:
         if not match or match.group('step') == 'latest':
             raise ConversionError(f'cannot read the step from the name {os.path.basename(src)!r} '

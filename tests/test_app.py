@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -25,8 +26,9 @@ import numpy as np
 import paddle
 import pytest
 
+import convert
 import main
-from conftest import ROOT, tiny_argv
+from conftest import FIXTURES, ROOT, copy_checkpoint, data_file, one_line_error, tf_prefix, tiny_argv
 from dataset import find_images, load_image, resize, to_uint8_image
 from extras.checkpoints import candidates
 from extras.deploy import Framing
@@ -44,6 +46,15 @@ except ImportError:                      # the browser tests skip (fail in CI, w
 
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
 TIMEOUT = 60                       # seconds for the app to start and for one translation
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_data):
+    """main.py flags of a tiny model trained for one step, and its checkpoint."""
+    argv = tiny_argv(tmp_path_factory.mktemp('app'), tiny_data)
+    main.main(argv + ['--iteration', '1'])
+    args = main.parse_args(argv)
+    return argv, candidates(os.path.join(args.result_dir, 'tiny', 'model'), 'tiny')[0][1]
 
 
 # --------------------------------------------------------------------------- #
@@ -69,18 +80,122 @@ def test_a_checkpoint_that_does_not_load_is_one_line(tmp_path, content, message)
     assert message in str(e.value.code) and '\n' not in str(e.value.code)
 
 
+def refusal(*argv: str) -> str:
+    """The one error line of ``python app.py argv``."""
+    with pytest.raises(SystemExit) as e:
+        app.main(list(argv))
+    return one_line_error(e)
+
+
+def run_the_advice(message: str) -> None:
+    """The commands a refusal gives: convert.py's, then app.py's checkpoint loaded."""
+    convert_command, app_command = message.split('convert it first: ')[1].split(', then ')
+    convert.main(shlex.split(convert_command)[2:])
+    args = app.parse_args(shlex.split(app_command)[2:])
+    app.load_generators(app.checkpoint_path(args.checkpoint, args.result_dir, args.dataset))
+
+
+@pytest.mark.parametrize('given', ['model folder', 'run folder'])
+def test_a_folder_serves_its_newest_checkpoint_that_loads(trained, tmp_path, monkeypatch, caplog, given):
+    """results/tiny/model or results/tiny: a corrupt newer checkpoint is skipped, the one served is logged."""
+    model_dir = tmp_path / 'tiny' / 'model'
+    shutil.copytree(os.path.dirname(trained[1]), model_dir)
+    (model_dir / 'tiny_params_0000009.pdparams').write_bytes(b'garbage')
+    monkeypatch.setattr(app.gr.Blocks, 'launch', lambda self, **kwargs: None)
+    app.main(['--checkpoint', str(model_dir if given == 'model folder' else model_dir.parent),
+              '--data_root', str(tmp_path)])
+    assert f'serving its newest checkpoint that loads, {model_dir / os.path.basename(trained[1])}' in caplog.text
+
+
+TF_FORMS = {'its .index': lambda p: p + '.index', 'its .data': data_file, 'its .meta': lambda p: p + '.meta',
+            'its prefix': str, 'its checkpoint file': lambda p: os.path.join(os.path.dirname(p), 'checkpoint'),
+            'its folder': os.path.dirname, 'the release folder': lambda p: os.path.dirname(os.path.dirname(p))}
+
+
+@pytest.mark.parametrize('form', list(TF_FORMS))
+def test_the_authors_tf_checkpoint_is_refused_with_the_commands_that_convert_and_serve_it(tmp_path, monkeypatch, form):
+    prefix = copy_checkpoint(tf_prefix('light', 3), tmp_path)
+    Path(prefix + '.meta').write_bytes(b'\x0a\x00')                         # the release has one; the fixture not
+    monkeypatch.chdir(tmp_path)
+    message = refusal('--checkpoint', TF_FORMS[form](prefix))
+    assert "the authors' TensorFlow checkpoint, not one of this repository: convert it first: python convert.py " \
+           f"--src {prefix} --dst results/tiny/model --dataset tiny --generators_only True" in message
+    run_the_advice(message)
+
+
+@pytest.mark.parametrize('fixture, name', [('official_light_init.pt', 'tiny_params_0000007.pt'),
+                                           ('official_light_init.pt', 'weights.bin'),          # torch.save's zip
+                                           ('torch_state_legacy.pth', 'weights.ckpt')])        # its legacy format
+def test_pytorch_weights_are_refused_with_the_commands_that_convert_and_serve_them(tmp_path, monkeypatch, fixture,
+                                                                                    name):
+    shutil.copy(os.path.join(FIXTURES, fixture), tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    message = refusal('--checkpoint', name)
+    assert f'{name} holds PyTorch weights, not a checkpoint of this repository: convert it first' in message
+    if name.endswith('.pt'):
+        run_the_advice(message)
+    else:
+        assert f'--src {name} --dst results/<dataset>/model --dataset <dataset> --step <step>' in message
+
+
+@pytest.mark.parametrize('case, message', [
+    ('a folder', 'is a folder without checkpoints of this repository: pass a .pdparams file that main.py or '
+                 'convert.py wrote'),
+    ('photo.png', 'photo.png is an image (PNG), not a checkpoint'),
+    ('notes.txt', 'notes.txt is not a checkpoint of this repository'),
+    ('model.pdparams.json', 'is the JSON sidecar of the checkpoint'),
+])
+def test_what_is_not_a_checkpoint_is_named(tmp_path, case, message):
+    path = tmp_path / case
+    if case == 'a folder':
+        path.mkdir()
+    elif case == 'photo.png':
+        cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+    else:
+        path.write_text('{}\n')
+    assert message in refusal('--checkpoint', str(path))
+
+
+@pytest.mark.parametrize('port, message', [('busy', 'port {} on 127.0.0.1 is in use: pass another --port'),
+                                           ('99999', '--port {} is not a valid port (1-65535)')])
+def test_a_busy_or_invalid_port_is_one_line_before_the_model_loads(tmp_path, port, message):
+    """The checkpoint does not exist: the port's error shows that the port was checked first."""
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = str(busy.getsockname()[1]) if port == 'busy' else port
+        shown = refusal('--checkpoint', str(tmp_path / 'missing.pdparams'), '--host', '127.0.0.1', '--port', port)
+    assert shown == 'error: ' + message.format(port)
+
+
+def test_gradio_failing_to_listen_is_one_line(trained, tmp_path, monkeypatch):
+    """The port taken after app.py checked it: Gradio's OSError at launch."""
+    monkeypatch.setattr(app, 'port_problem', lambda host, port: None)
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        shown = refusal('--checkpoint', trained[1], '--host', '127.0.0.1', '--port', str(port),
+                        '--data_root', str(tmp_path))
+    assert shown == f'error: Gradio cannot serve on 127.0.0.1 (Cannot find empty port in range: {port}-{port}): ' \
+                    f'pass another --port'
+
+
+@pytest.mark.slow
+def test_python_app_py_with_a_busy_port_prints_one_line_and_exits_1(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run([sys.executable, 'app.py', '--checkpoint', str(tmp_path / 'missing.pdparams'), '--host',
+                              '127.0.0.1', '--port', str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout, run.stderr) == (1, '', f'error: port {port} on 127.0.0.1 is in use: pass '
+                                                               f'another --port\n')
+
+
 # --------------------------------------------------------------------------- #
 # The app, served, in a browser
 # --------------------------------------------------------------------------- #
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, tiny_data):
-    """main.py flags of a tiny model trained for one step, and its checkpoint."""
-    argv = tiny_argv(tmp_path_factory.mktemp('app'), tiny_data)
-    main.main(argv + ['--iteration', '1'])
-    args = main.parse_args(argv)
-    return argv, candidates(os.path.join(args.result_dir, 'tiny', 'model'), 'tiny')[0][1]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
