@@ -8,6 +8,7 @@ here, one concern per module:
     checkpoints.py   checkpoint files: atomic writes, discovery, fallback, one trainer per run folder
     monitor.py       progress on the console and in VisualDL
     deploy.py        translate your own photos (face crop), export, Paddle Inference engines
+    webapp.py        the web app of app.py (Gradio)
     evaluation.py    the eval phase: KID/FID of the test translations beside the paper, reports
     metrics.py       KID and FID
     inception.py     the FID Inception-v3 and its weight files

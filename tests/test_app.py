@@ -35,7 +35,7 @@ from extras.deploy import Framing
 from utils import cam
 
 pytest.importorskip('gradio', reason='pip install -r requirements-app.txt')
-app = pytest.importorskip('app')
+app = pytest.importorskip('extras.webapp')
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

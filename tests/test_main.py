@@ -180,6 +180,7 @@ def test_demo_training_improves_translation_error(tmp_path):
     (['main.py', '--phase', 'test', '--dataset', 'nothing', '--device', 'cpu'], 'dataset folder'),
     (['convert.py', '--src', 'nothing', '--dst', 'out', '--dataset', 'x'], 'does not exist'),
     (['predict.py', '--model', 'nothing/genA2B', '--input', '.'], 'no exported generator'),
+    (['metrics.py', '--real', 'nothing', '--fake', 'nothing'], 'image folder nothing does not exist'),
 ])
 def test_entry_points_print_their_error_alone(tmp_path, command, message):
     """What a user sees in the terminal: the one error line, nothing Paddle prints on import."""
