@@ -203,17 +203,12 @@ class ImageFolder(paddle.io.Dataset):
         if not paths:
             raise DatasetError(f'{root} holds no image ({"/".join(IMG_EXTENSIONS)}): '
                                f'put the images of this domain there')
-        self.skipped: list[str] = []          # set by _readable
-        self.paths = self._readable(paths)
-
-    def _readable(self, paths: Sequence[str]) -> list[str]:
-        good, self.skipped = split_readable(paths, self.channels)
-        if not good:
-            raise DatasetError(f'{self.root} holds no readable image ({len(paths)} files, all unreadable): '
+        self.paths, self.skipped = split_readable(paths, self.channels)
+        if not self.paths:
+            raise DatasetError(f'{root} holds no readable image ({len(paths)} files, all unreadable): '
                                f'replace them with valid images')
         if self.skipped:
-            log.warning('%s: skipped %d unreadable of %d files', self.root, len(self.skipped), len(paths))
-        return good
+            log.warning('%s: skipped %d unreadable of %d files', root, len(self.skipped), len(paths))
 
     def __len__(self) -> int:
         return len(self.paths)
