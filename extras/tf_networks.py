@@ -61,8 +61,9 @@ class TFSpectralNorm(nn.Layer):
         """σ of ``matrix`` [K, out]."""
         with paddle.no_grad():
             v = _l2_normalize(paddle.matmul(self.u, matrix, transpose_y=True))
-            self.u_hat = _l2_normalize(paddle.matmul(v, matrix))
-        return paddle.matmul(paddle.matmul(v, matrix), self.u_hat, transpose_y=True).reshape([])
+        vw = paddle.matmul(v, matrix)
+        self.u_hat = _l2_normalize(vw.detach())
+        return paddle.matmul(vw, self.u_hat, transpose_y=True).reshape([])
 
     def advance(self) -> None:
         if self.u_hat is not None:
@@ -166,8 +167,8 @@ class TFCAM(nn.Layer):
         w = self.kernel if self.spectral_norm is None else self.kernel / self.spectral_norm(self.kernel)
         gap = paddle.matmul(F.adaptive_avg_pool2d(x, 1).flatten(1), w) + self.bias
         gmp = paddle.matmul(F.max_pool2d(x, kernel_size=list(x.shape[2:])).flatten(1), w) + self.bias
-        weights = (w + self.bias).reshape([1, -1, 1, 1])
-        return paddle.concat([x * weights, x * weights], axis=1), paddle.concat([gap, gmp], axis=1)
+        weighted = x * (w + self.bias).reshape([1, -1, 1, 1])                # GAP and GMP share the FC
+        return paddle.concat([weighted, weighted], axis=1), paddle.concat([gap, gmp], axis=1)
 
 
 class TFResBlock(nn.Layer):
