@@ -53,13 +53,15 @@ USE_OURS = 'pass a .pdparams file that main.py or convert.py wrote'
 # --------------------------------------------------------------------------- #
 # The model
 # --------------------------------------------------------------------------- #
-def load_generators(path: str) -> tuple[dict, dict]:
+def load_generators(path: str, state: dict | None = None) -> tuple[dict, dict]:
     """({'genA2B', 'genB2A'} in eval mode, architecture) of a checkpoint this repository writes or
-    converts; the architecture comes from the checkpoint. One-line ``CheckpointError`` otherwise."""
-    problem = not_a_checkpoint(path)
-    if problem:
-        raise CheckpointError(problem)
-    state = read_checkpoint(path)
+    converts (``state``: its contents, when already read); the architecture comes from the checkpoint.
+    One-line ``CheckpointError`` otherwise."""
+    if state is None:
+        problem = not_a_checkpoint(path)
+        if problem:
+            raise CheckpointError(problem)
+        state = read_checkpoint(path)
     arch = {**OLD_ARCH_DEFAULTS, **(state.get('arch') or {})}
     missing = [k for k in ARCH_ARGS if k not in arch]
     if missing:
@@ -137,24 +139,25 @@ def convert_first(src: str, dataset: str | None, step_in_name: bool) -> str:
             f'--generators_only True, then python app.py --dataset {d}')
 
 
-def checkpoint_path(checkpoint: str | None, result_dir: str, dataset: str) -> str:
-    """The file to serve: ``checkpoint``, the newest one that loads in it when it is a folder, or without
-    it the newest of ``dataset``."""
+def find_checkpoint(checkpoint: str | None, result_dir: str, dataset: str) -> tuple[str, dict | None]:
+    """(the file to serve, its contents when finding it read them): ``checkpoint``, the newest one that
+    loads in it when it is a folder, or without it the newest of ``dataset``."""
     if checkpoint is None:
         return newest_checkpoint(result_dir, dataset)
-    return newest_in_folder(checkpoint, dataset) if os.path.isdir(checkpoint) else checkpoint
+    return newest_in_folder(checkpoint, dataset) if os.path.isdir(checkpoint) else (checkpoint, None)
 
 
-def newest_checkpoint(result_dir: str, dataset: str) -> str:
-    """The newest checkpoint of ``dataset`` that loads (a corrupt one falls back to the previous)."""
+def newest_checkpoint(result_dir: str, dataset: str) -> tuple[str, dict]:
+    """(path, contents) of the newest checkpoint of ``dataset`` that loads (a corrupt one falls back to
+    the previous)."""
     model_dir = os.path.join(result_dir, dataset, 'model')
-    for path, _ in loadable(model_dir, dataset):
-        return path
+    for found in loadable(model_dir, dataset):
+        return found
     raise CheckpointError(f'no checkpoint in {model_dir}: run python main.py --demo first, or give --checkpoint')
 
 
-def newest_in_folder(folder: str, dataset: str) -> str:
-    """The newest checkpoint that loads in ``folder`` or its ``model`` subfolder (of ``dataset`` when they
+def newest_in_folder(folder: str, dataset: str) -> tuple[str, dict]:
+    """(path, contents) of the newest checkpoint that loads in ``folder`` or its ``model`` subfolder (of ``dataset`` when they
     hold several datasets'), logged; a one-line ``CheckpointError`` when there is none."""
     for model_dir in (folder, os.path.join(folder, 'model')):
         found = sorted({m.group(1) for name in _listdir(model_dir) if (m := CHECKPOINT_FILE.match(name))})
@@ -162,9 +165,9 @@ def newest_in_folder(folder: str, dataset: str) -> str:
             raise CheckpointError(f'{model_dir} holds checkpoints of {", ".join(found)}: pass --dataset with one of '
                                   f'them, or a checkpoint file')
         if found:
-            path = next(path for path, _ in loadable(model_dir, dataset if dataset in found else found[0]))
+            path, state = next(loadable(model_dir, dataset if dataset in found else found[0]))
             log.info('%s is a folder: serving its newest checkpoint that loads, %s', folder, path)
-            return path
+            return path, state
     try:
         find_tf_checkpoint(folder)
     except TFCheckpointError:
@@ -223,9 +226,9 @@ def heatmap_overlay(model_input: np.ndarray, heatmap: np.ndarray, height: int, w
 class Translator:
     """The two generators of one checkpoint and the page's one event, ``__call__``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, state: dict | None = None):
         self.path = path
-        self.generators, self.arch = load_generators(path)
+        self.generators, self.arch = load_generators(path, state)
 
     def describe(self) -> str:
         a = self.arch
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f'error: {problem}')
     paddle.set_device('gpu' if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else 'cpu')
     try:
-        translator = Translator(checkpoint_path(args.checkpoint, args.result_dir, args.dataset))
+        translator = Translator(*find_checkpoint(args.checkpoint, args.result_dir, args.dataset))
     except CheckpointError as e:
         raise SystemExit(f'error: {e}') from None
     log.info('serving %s', translator.describe().replace('`', ''))

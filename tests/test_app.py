@@ -30,6 +30,7 @@ import convert
 import main
 from conftest import FIXTURES, ROOT, copy_checkpoint, data_file, one_line_error, tf_prefix, tiny_argv
 from dataset import find_images, load_image, resize, to_uint8_image
+from extras import checkpoints as ckpt
 from extras.checkpoints import candidates
 from extras.deploy import Framing
 from utils import cam
@@ -92,7 +93,7 @@ def run_the_advice(message: str) -> None:
     convert_command, app_command = message.split('convert it first: ')[1].split(', then ')
     convert.main(shlex.split(convert_command)[2:])
     args = app.parse_args(shlex.split(app_command)[2:])
-    app.load_generators(app.checkpoint_path(args.checkpoint, args.result_dir, args.dataset))
+    app.load_generators(*app.find_checkpoint(args.checkpoint, args.result_dir, args.dataset))
 
 
 @pytest.mark.parametrize('given', ['model folder', 'run folder'])
@@ -102,9 +103,18 @@ def test_a_folder_serves_its_newest_checkpoint_that_loads(trained, tmp_path, mon
     shutil.copytree(os.path.dirname(trained[1]), model_dir)
     (model_dir / 'tiny_params_0000009.pdparams').write_bytes(b'garbage')
     monkeypatch.setattr(app.gr.Blocks, 'launch', lambda self, **kwargs: None)
+    reads, read = [], ckpt.read_checkpoint
+
+    def counted_read(path):
+        reads.append(path)
+        return read(path)
+    monkeypatch.setattr(ckpt, 'read_checkpoint', counted_read)
+    monkeypatch.setattr(app, 'read_checkpoint', counted_read)
     app.main(['--checkpoint', str(model_dir if given == 'model folder' else model_dir.parent),
               '--data_root', str(tmp_path)])
-    assert f'serving its newest checkpoint that loads, {model_dir / os.path.basename(trained[1])}' in caplog.text
+    served = model_dir / os.path.basename(trained[1])
+    assert f'serving its newest checkpoint that loads, {served}' in caplog.text
+    assert reads.count(str(served)) == 1                                   # read once, not to find and again to load
 
 
 TF_FORMS = {'its .index': lambda p: p + '.index', 'its .data': data_file, 'its .meta': lambda p: p + '.meta',
