@@ -254,22 +254,14 @@ TF_SCOPES = {'genA2B': 'generator_B', 'genB2A': 'generator_A',         # generat
 TF_POWERS = {'G_optim': ('beta1_power', 'beta2_power'), 'D_optim': ('beta1_power_1', 'beta2_power_1')}
 
 
-def tf_variables(name: str, arch: dict, trainable: bool = False) -> list[str]:
-    """The TF variables (full names) of one of our networks: every state-dict entry, or the parameters."""
-    with paddle.LazyGuard():                     # shapes only: nothing allocated
-        network = build_network(name, arch)
-    keys = [k for k, _ in network.named_parameters()] if trainable else list(network.state_dict())
-    return [f'{TF_SCOPES[name]}/{tf_variable(network, key)}' for key in keys]
-
-
-def tf_variable(network: nn.Layer, key: str) -> str:
+def tf_variable(layers: dict[str, nn.Layer], key: str) -> str:
     """The TF variable (below the network's scope) of our state-dict key: layer paths are the TF scopes;
     tf.layers convolutions and dense layers add a 'conv2d'/'dense' scope, and a spectral norm's u sits
-    beside its kernel (``conv_0.spectral_norm.u`` → ``conv_0/u``)."""
+    beside its kernel (``conv_0.spectral_norm.u`` → ``conv_0/u``). ``layers``: the network's named sublayers."""
     path, _, leaf = key.rpartition('.')
     if path.endswith('.spectral_norm') or path == 'spectral_norm':
         return path.rpartition('spectral_norm')[0].rstrip('.').replace('.', '/') + '/' + leaf
-    layer = dict(network.named_sublayers())[path]
+    layer = layers[path]
     inner = {TFConv: 'conv2d/', TFDense: 'dense/'}.get(type(layer), '')
     if isinstance(layer, TFConv) and layer.spectral_norm is not None:
         inner = ''
@@ -325,12 +317,13 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
     dst = destination(dst, dataset, step)
     has_discriminators = 'discriminator_A/global/conv_0/kernel' in reader
     names = NETWORKS if has_discriminators and not generators_only else GENERATORS
-    state, optimizers = {}, {}
+    state, optimizers, used = {}, {}, {p for powers in TF_POWERS.values() for p in powers if p in reader}
     for name in names:
         with paddle.LazyGuard():                     # shapes only: nothing allocated
             network = build_network(name, arch)
-        expected = network.state_dict()
-        variables = {key: f'{TF_SCOPES[name]}/{tf_variable(network, key)}' for key in expected}
+        expected, layers = network.state_dict(), dict(network.named_sublayers())
+        variables = {key: f'{TF_SCOPES[name]}/{tf_variable(layers, key)}' for key in expected}
+        used |= {v + slot for v in variables.values() for slot in ('', '/Adam', '/Adam_1') if v + slot in reader}
         missing = [v for v in variables.values() if v not in reader]
         if missing:
             raise ConversionError(f'{reader.prefix} lacks {len(missing)} variables of {TF_SCOPES[name]}, e.g. '
@@ -342,11 +335,8 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
             optimizer = 'G_optim' if name.startswith('gen') else 'D_optim'
             optimizers.setdefault(optimizer, {}).update(tf_adam_state(reader, name, network, variables, conv_kernels,
                                                                       TF_POWERS[optimizer]))
-    used = {v for name in names for v in tf_variables(name, arch)}
-    used |= {f'{v}/{slot}' for name in names for v in tf_variables(name, arch, trainable=True) for slot in ('Adam', 'Adam_1')
-             if f'{v}/{slot}' in reader} | {p for powers in TF_POWERS.values() for p in powers if p in reader}
-    unused = sorted(set(reader.names()) - used)
-    if unused and not generators_only:
+    unused = [] if generators_only else sorted(set(reader.names()) - used)
+    if unused:
         raise ConversionError(f'{reader.prefix} holds {len(unused)} variables the authors\' U-GAT-IT does not have, '
                               f'e.g. {unused[:3]}: not their checkpoint, or another version of their code')
     state.update(optimizers)
