@@ -31,7 +31,7 @@ from typing import Iterator
 
 import paddle
 
-from networks import DISCRIMINATORS, GENERATORS
+from networks import DISCRIMINATORS
 from utils import atomic_path, atomic_write
 
 log = logging.getLogger('ugatit')
@@ -371,15 +371,12 @@ def check_state_shapes(path: str, name: str, net, state: dict) -> None:
                               + (f' and {len(problems) - 8} more' if len(problems) > 8 else ''))
 
 
-# What each optimizer updates, by network name (the trainer's G_optim and D_optim).
-OPTIMIZED = {'G_optim': GENERATORS, 'D_optim': DISCRIMINATORS}
-
-
 def training_state(networks: dict, optimizers: dict, scalers: dict) -> dict:
     """The networks' state dicts, the optimizers' states under stable parameter names, and the loss
     scalers' states when they are enabled (fp16): what a checkpoint holds besides its metadata."""
     state = {name: net.state_dict() for name, net in networks.items()}
-    state.update({name: portable_optimizer_state(optim, networks, OPTIMIZED[name]) for name, optim in optimizers.items()})
+    names = stable_names(networks)
+    state.update({name: portable_optimizer_state(optim, names) for name, optim in optimizers.items()})
     state.update({name: scaler.state_dict() for name, scaler in scalers.items() if scaler.is_enable()})
     return state
 
@@ -389,7 +386,7 @@ def load_networks(path: str, state: dict, networks: dict, generators_only_ok: bo
     holding the generators only (a TF test-phase one, or converted with --generators_only) loads when
     ``generators_only_ok`` (test, infer, export)."""
     for name, net in networks.items():
-        if name not in state and name.startswith('dis') and 'genA2B' in state:
+        if name not in state and name in DISCRIMINATORS and 'genA2B' in state:
             if generators_only_ok:
                 continue
             raise CheckpointError(f'{path} holds the generators only (a TF test-phase checkpoint or convert.py '
@@ -404,8 +401,9 @@ def load_training_state(path: str, state: dict, networks: dict, optimizers: dict
     """Restore both optimizers (a fresh Adam, said in the log, when the checkpoint has none: converted
     PyTorch weights) and the enabled loss scalers."""
     if all(name in state for name in optimizers):
+        names = stable_names(networks)
         for name, optim in optimizers.items():
-            load_portable_optimizer_state(optim, state[name], networks, OPTIMIZED[name])
+            load_portable_optimizer_state(optim, state[name], names)
     else:
         log.info('%s holds no optimizer state (converted weights?): Adam starts fresh', path)
     for name, scaler in scalers.items():
@@ -413,21 +411,21 @@ def load_training_state(path: str, state: dict, networks: dict, optimizers: dict
             scaler.load_state_dict(state[name])
 
 
-def _stable_names(networks: dict, names: tuple) -> dict[str, str]:
-    """Run-specific parameter name → stable name ('genA2B.DownBlock.1.weight')."""
-    return {p.name: f'{name}.{key}' for name in names for key, p in networks[name].named_parameters()}
+def stable_names(networks: dict) -> dict[str, str]:
+    """Every network's run-specific parameter names → stable names ('genA2B.DownBlock.1.weight')."""
+    return {p.name: f'{name}.{key}' for name, net in networks.items() for key, p in net.named_parameters()}
 
 
-def portable_optimizer_state(optim, networks: dict, names: tuple) -> dict:
-    """The state of the optimizer of ``networks[names]`` with Paddle's run-specific parameter names
-    replaced by stable ones: Paddle names accumulators after auto-generated parameter names
-    ('conv2d_3.w_0_moment1_0'), which depend on how many layers the process built before."""
-    return {_rename(key, _stable_names(networks, names)): value for key, value in optim.state_dict().items()}
+def portable_optimizer_state(optim, names: dict[str, str]) -> dict:
+    """An optimizer's state with Paddle's run-specific parameter names replaced by ``stable_names``:
+    Paddle names accumulators after auto-generated parameter names ('conv2d_3.w_0_moment1_0'), which
+    depend on how many layers the process built before."""
+    return {_rename(key, names): value for key, value in optim.state_dict().items()}
 
 
-def load_portable_optimizer_state(optim, state: dict, networks: dict, names: tuple) -> None:
+def load_portable_optimizer_state(optim, state: dict, names: dict[str, str]) -> None:
     """Inverse of ``portable_optimizer_state`` for this run's parameter names."""
-    back = {stable: run for run, stable in _stable_names(networks, names).items()}
+    back = {stable: run for run, stable in names.items()}
     optim.set_state_dict({_rename(key, back): value for key, value in state.items()})
 
 
