@@ -85,8 +85,8 @@ def _step_of(path: str) -> int:
     meta = read_sidecar(path)
     if meta and 'step' in meta:
         return int(meta['step'])
-    match = re.search(r'_params_(\d+)\.pdparams$', path)
-    return int(match.group(1)) if match else -1
+    match = CHECKPOINT_FILE.match(os.path.basename(path))
+    return int(match['step']) if match and match['step'] != 'latest' else -1
 
 
 def candidates(model_dir: str, dataset: str) -> list[tuple[int, str]]:
@@ -224,13 +224,14 @@ def fresh_start(model_dir: str, dataset: str, replace_demo: bool = False) -> int
     """0, the last step of a new run, after checking that no run would be overwritten: a folder that
     holds one is a one-line error (``--resume True`` continues it). With ``replace_demo`` (``--demo``)
     a previous demo run's checkpoints are deleted, and only when every one of them says it is a demo's."""
-    found = [path for _, path in candidates(model_dir, dataset)]
-    if found and replace_demo and all(map(_is_demo, found)):
+    found = candidates(model_dir, dataset)
+    paths = [path for _, path in found]
+    if found and replace_demo and all(map(_is_demo, paths)):
         log.warning('replacing the previous demo run in %s', model_dir)
-        remove_checkpoints(found)
+        remove_checkpoints(paths)
     elif found:
         what = 'checkpoints that are not a demo\'s' if replace_demo else 'a run'
-        raise CheckpointError(f'{model_dir} holds {what} (newest checkpoint: step {_step_of(found[0])}): continue '
+        raise CheckpointError(f'{model_dir} holds {what} (newest checkpoint: step {found[0][0]}): continue '
                               f'it with --resume True, or start a new one with another --result_dir')
     return 0
 
