@@ -342,9 +342,9 @@ class UGATIT:
                 real_A, real_B = self.next_batches(streams, step)
                 skipped_before = self.nonfinite_steps
                 losses = self.train_step(real_A, real_B)
-                self.start_step = step
-                monitor.step(losses, skipped=self.nonfinite_steps > skipped_before)
-                streak.record(step, losses, skipped=self.nonfinite_steps > skipped_before)
+                self.start_step, skipped = step, self.nonfinite_steps > skipped_before
+                monitor.step(losses, skipped=skipped)
+                streak.record(step, losses, skipped=skipped)
                 if step % log_every == 0 or step == self.iteration:
                     monitor.report(step, lr, rho_values(self.networks()) if rank() == 0 else {})
                 if step % self.print_freq == 0:
@@ -362,10 +362,10 @@ class UGATIT:
         """The step's batch of each domain; if loading fails (e.g. the data became unreadable), the
         last completed step is saved before stopping with one line."""
         try:
-            batches = [next(stream) for stream in streams]
-            if any(int(index.min()) < 0 for _, index in batches):
+            loaded = [next(stream) for stream in streams]
+            if any(int(index.min()) < 0 for _, index in loaded):
                 raise DatasetError('no image of a training domain is readable any more')
-            return [images for images, _ in batches]
+            return [images for images, _ in loaded]
         except (SystemError, RuntimeError, ValueError) as e:       # a worker's error arrives as SystemError
             path = self.save_latest(step - 1) if step > 1 else None
             raise CheckpointError(f'loading the training images failed at step {step} ({type(e).__name__}: '
