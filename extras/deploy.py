@@ -264,7 +264,8 @@ def translate_folder(model: StripModel, data, direction: str, out_dir: str, stri
     bar, n = progress_bar(len(data), desc=direction, unit='img'), 0
     with batches(data, batch_size=8 if small_model else 1, num_workers=num_workers) as loader:
         for real, index in loader:
-            for i, strip in enumerate(translation_strips(real.numpy(), run(real.numpy()), img_size)):
+            real = real.numpy()
+            for i, strip in enumerate(translation_strips(real, run(real), img_size)):
                 n += 1
                 if strip_dir is not None:
                     write_image(os.path.join(strip_dir, f'{direction}_{n}.png'), strip)
