@@ -106,6 +106,7 @@ def newest(model_dir: str, dataset: str) -> str | None:
     found = candidates(model_dir, dataset)
     return found[0][1] if found else None
 
+
 class LazyArray:
     """An array computed only while it is written (``write_checkpoint``): a converter can describe a
     checkpoint of gigabytes that never exists in memory at once."""

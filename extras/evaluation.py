@@ -26,7 +26,7 @@ import numpy as np
 
 from dataset import ImageFolder, output_stem, resize, load_image, write_image
 from extras import metrics
-from extras.checkpoints import candidates, weights_id
+from extras.checkpoints import newest, weights_id
 from extras.inception import load_inception
 
 log = logging.getLogger('ugatit')
@@ -86,8 +86,8 @@ def translations_current(test_dir: str, model_dir: str, dataset: str, data: str,
             info = json.load(f)
     except (OSError, ValueError):
         return False
-    found = candidates(model_dir, dataset)
-    if not found or info.get('weights') != weights_id(found[0][1]) or info.get('arch') != arch:
+    path = newest(model_dir, dataset)
+    if path is None or info.get('weights') != weights_id(path) or info.get('arch') != arch:
         return False
     for direction, (source, _) in DIRECTIONS.items():
         folder = os.path.join(data, source)
