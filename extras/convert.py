@@ -25,7 +25,7 @@ import paddle
 import paddle.nn as nn
 
 from extras import checkpoints as ckpt
-from extras.tf_checkpoint import TFCheckpoint, find_checkpoint
+from extras.tf_checkpoint import MODEL_DIR, TF_FILE, TFCheckpoint, prefix_step
 from extras.tf_networks import TFConv, TFDense
 from extras.torch_file import read_torch_file
 from networks import GENERATORS, NETWORKS
@@ -191,7 +191,6 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
 # A whole checkpoint
 # --------------------------------------------------------------------------- #
 OFFICIAL_NAME = re.compile(r'(?P<dataset>.+)_params_(?P<step>\d+|latest)\.(pt|pth|npz)$')     # the official code's files
-TF_FILE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')                                  # a TF checkpoint's files
 ARCHIVES = ('.zip', '.7z', '.rar', '.tar', '.tar.gz', '.tgz')
 
 
@@ -305,16 +304,16 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
     ``--arch tf``: networks, and when the checkpoint has them (a training checkpoint) both Adam states
     with their step counters, so that ``--resume True`` continues as the TF code would. Each tensor is
     read (CRC32C-checked) only while it is written: the memory peak is about one tensor."""
-    reader = TFCheckpoint(find_checkpoint(src))
-    smoothing, smoothing_from = tf_smoothing(os.path.basename(os.path.dirname(reader.prefix)))
+    reader = TFCheckpoint(src)
+    model_dir = os.path.basename(os.path.dirname(reader.prefix))
+    smoothing, smoothing_from = tf_smoothing(model_dir)
     arch = infer_tf_arch(reader, img_size, smoothing)
+    step = prefix_step(reader.prefix) if step is None else step
     if step is None:
-        numbered = re.search(r'-(\d+)$', reader.prefix)
-        if not numbered:
-            raise ConversionError(f'cannot read the step from the name {os.path.basename(reader.prefix)!r} '
-                                  f'(the authors\': UGATIT.model-<step>): pass --step')
-        step = int(numbered.group(1))
-    dst = destination(dst, dataset, step)
+        raise ConversionError(f'cannot read the step from the name {os.path.basename(reader.prefix)!r} '
+                              f'(the authors\': UGATIT.model-<step>): pass --step')
+    named = MODEL_DIR.match(model_dir)
+    dst = destination(dst, dataset or (named['dataset'] if named else None), step)
     has_discriminators = 'discriminator_A/global/conv_0/kernel' in reader
     names = NETWORKS if has_discriminators and not generators_only else GENERATORS
     state, optimizers, used = {}, {}, {p for powers in TF_POWERS.values() for p in powers if p in reader}
@@ -350,7 +349,7 @@ def convert_tf_checkpoint(src: str, dst: str, step: int | None = None, img_size:
 def tf_smoothing(folder: str) -> tuple[bool, str]:
     """AdaLIN smoothing of a TF checkpoint (a graph option, not a variable): from the folder name the
     TF code gives it (``..._sn_smoothing``), else the TF default, as the release."""
-    if re.search(r'_\d+resblock_\d+dis_', folder):
+    if MODEL_DIR.match(folder):
         return folder.endswith('_smoothing'), f'the folder name {folder}'
     return True, 'the TF code\'s default; the folder name does not say'
 

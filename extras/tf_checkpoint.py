@@ -42,6 +42,10 @@ _NUMPY = {1: 'float32', 2: 'float64', 3: 'int32', 4: 'uint8', 5: 'int16', 6: 'in
           9: 'int64', 10: 'bool', 17: 'uint16', 18: 'complex128', 19: 'float16', 22: 'uint32', 23: 'uint64'}
 _OTHER = {0: 'invalid', 7: 'string', 11: 'qint8', 12: 'quint8', 13: 'qint32', 14: 'bfloat16',
           15: 'qint16', 16: 'quint16', 20: 'resource', 21: 'variant'}
+# The authors' names: a checkpoint's files after its prefix ``<model_dir>/UGATIT[_light].model-<step>``,
+# and the model_dir their code names after its options (UGATIT[_light]_<dataset>_<gan>_<n>resblock_<n>dis_…).
+TF_FILE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
+MODEL_DIR = re.compile(r'UGATIT(?:_light)?_(?P<dataset>.+)_(?:gan|lsgan|wgan-gp|wgan-lp|dragan|hinge)_\d+resblock_\d+dis_')
 _REDOWNLOAD = 're-download the checkpoint (unpack the release zip with 7-Zip if unzip fails)'
 
 
@@ -221,8 +225,8 @@ def _in_folder(folder: str) -> str | None:
     state = os.path.join(folder, 'checkpoint')
     if not os.path.isfile(state):
         def step_then_time(path: str) -> tuple[int, float]:
-            step = re.search(r'-(\d+)\.index$', path)
-            return int(step.group(1)) if step else -1, os.path.getmtime(path)
+            step = prefix_step(path[:-len('.index')])
+            return -1 if step is None else step, os.path.getmtime(path)
         return max(indexes, key=step_then_time)[:-len('.index')] if indexes else None
     with open(state, encoding='utf-8', errors='replace') as f:
         match = re.search(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\]|\\.)*)"', f.read(), re.M)
@@ -238,6 +242,12 @@ def _in_folder(folder: str) -> str | None:
                             + (f' (the folder holds {others}: pass that prefix)' if others else ''))
 
 
+def prefix_step(prefix: str) -> int | None:
+    """The step in a checkpoint prefix's name (``UGATIT.model-1000000``), None when it has none."""
+    match = re.search(r'-(\d+)$', prefix)
+    return int(match.group(1)) if match else None
+
+
 def find_checkpoint(path: str) -> str:
     """The checkpoint prefix (``.../UGATIT.model-1000000``) that path stands for.
 
@@ -249,7 +259,7 @@ def find_checkpoint(path: str) -> str:
     path = os.path.expanduser(os.fspath(path))
     if os.path.basename(path) == 'checkpoint' and os.path.isfile(path):
         path = os.path.dirname(path)
-    path = re.sub(r'\.(index|meta|data-\d{5}-of-\d{5})$', '', path)
+    path = TF_FILE.sub('', path)
     if os.path.isfile(path + '.index'):
         return path
     if os.path.isdir(path):

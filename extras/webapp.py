@@ -15,7 +15,6 @@ import argparse
 import errno
 import logging
 import os
-import re
 import shlex
 import socket
 import time
@@ -32,9 +31,9 @@ from PIL import Image
 
 from dataset import UnreadableImage, find_images, load_image, resize, to_uint8_image
 from extras.checkpoints import CHECKPOINT_FILE, CheckpointError, load_networks, loadable, read_checkpoint
-from extras.convert import OFFICIAL_NAME, TF_FILE
+from extras.convert import OFFICIAL_NAME
 from extras.deploy import Framing, NoFaceFound
-from extras.tf_checkpoint import TFCheckpointError, find_checkpoint as find_tf_checkpoint
+from extras.tf_checkpoint import MODEL_DIR, TF_FILE, TFCheckpointError, find_checkpoint as find_tf_checkpoint, prefix_step
 from UGATIT import ARCH_ARGS, build_network
 from utils import cam
 
@@ -45,7 +44,6 @@ HEIGHT = 320                      # of the image boxes, in CSS pixels
 CSS = '#photo img, #translation img, #heatmap img {width: 100%; height: 100%; object-fit: contain}'   # small ones too
 OLD_ARCH_DEFAULTS = {'arch': 'pytorch', 'smoothing': False}     # keys that checkpoints before --arch tf lack
 GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
-TF_MODEL_DIR = re.compile(r'UGATIT(?:_light)?_(.+)_(?:gan|lsgan|wgan-gp|wgan-lp|dragan|hinge)_\d+resblock_')
 TORCH_MAGIC = b'\x8a\x0a' + 0x1950a86a20f9469cfc6c.to_bytes(10, 'little')       # a legacy torch.save file's first value
 USE_OURS = 'pass a .pdparams file that main.py or convert.py wrote'
 
@@ -127,8 +125,8 @@ def convert_tf(path: str) -> str:
         prefix = find_tf_checkpoint(path)
     except TFCheckpointError as e:
         return str(e)
-    model_dir = TF_MODEL_DIR.match(os.path.basename(os.path.dirname(prefix)))
-    return convert_first(prefix, model_dir and model_dir.group(1), bool(re.search(r'-\d+$', prefix)))
+    model_dir = MODEL_DIR.match(os.path.basename(os.path.dirname(prefix)))
+    return convert_first(prefix, model_dir and model_dir['dataset'], prefix_step(prefix) is not None)
 
 
 def convert_first(src: str, dataset: str | None, step_in_name: bool) -> str:

@@ -359,3 +359,10 @@ def test_wrong_sources_are_one_line_errors(tmp_path, where, message):
     with pytest.raises(SystemExit) as e:
         convert.main(['--src', src, '--dst', str(tmp_path / 'out'), '--dataset', 'x'])
     assert message in str(e.value.code) and '\n' not in str(e.value.code), e.value.code
+
+
+def test_the_dataset_comes_from_the_tf_folder_name(tmp_path):
+    """The authors' model_dir names the dataset (``UGATIT_light_tiny_lsgan_…``): --dataset may be left out."""
+    prefix = copy_checkpoint(tf_prefix('light', 2), tmp_path)
+    convert.main(['--src', prefix, '--dst', str(tmp_path / 'out'), '--generators_only', 'True'])
+    assert 'tiny_params_0000002.pdparams' in os.listdir(tmp_path / 'out')
