@@ -29,13 +29,13 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from dataset import UnreadableImage, find_images, load_image, resize, to_uint8_image
+from dataset import UnreadableImage, find_images, load_image, resize
 from extras.checkpoints import CHECKPOINT_FILE, CheckpointError, load_networks, loadable, read_checkpoint
 from extras.convert import OFFICIAL_NAME
 from extras.deploy import Framing, NoFaceFound
 from extras.tf_checkpoint import MODEL_DIR, TF_FILE, TFCheckpointError, find_checkpoint as find_tf_checkpoint, prefix_step
 from UGATIT import ARCH_ARGS, build_network
-from utils import cam
+from utils import cam, to_rgb_tile
 
 log = logging.getLogger('ugatit')
 
@@ -213,9 +213,7 @@ def _format_notes(path: str, channels: int) -> list[str]:
 def heatmap_overlay(model_input: np.ndarray, heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     """The CAM heatmap (JET, min–max normalised as ``utils.cam``) blended half and half over the
     model's input, at the size of the shown translation."""
-    background = to_uint8_image(model_input)                              # S×S×C
-    if background.shape[2] == 1:
-        background = np.repeat(background, 3, axis=2)
+    background = to_rgb_tile(model_input)                                 # S×S×3
     heat = cam(heatmap, background.shape[0])                              # S×S×3
     blended = ((background.astype(np.float32) + heat) / 2 + 0.5).astype(np.uint8)
     return resize(blended, height, width)
