@@ -9,14 +9,12 @@ square, the face with --face_crop True, or the whole image and back to its size 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import warnings
 
 warnings.filterwarnings('ignore', message='No ccache found')   # Paddle's import-time note for C++ extension builders
 
 from dataset import DatasetError
-from extras.deploy import Framing, create_predictor, run_predictor, translate_files
+from extras.deploy import Framing, create_predictor, export_info, run_predictor, translate_files
 from utils import str2bool
 
 
@@ -30,13 +28,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: OMP_NUM_THREADS, else every core)')
     p.add_argument('--use_gpu', type=str2bool, default=False, help='run on GPU 0')
     args = p.parse_args(argv)
-    info_path = os.path.join(os.path.dirname(args.model), 'export_info.json')
-    if not os.path.isfile(info_path) or not os.path.isfile(args.model + '.pdiparams'):
-        raise SystemExit(f'error: no exported generator at {args.model} (looked for {info_path} and '
-                         f'{os.path.basename(args.model)}.pdiparams): run python main.py --phase export first')
     try:
-        with open(info_path) as f:
-            info = json.load(f)
+        info = export_info(args.model)
         predictor = create_predictor(args.model, args.threads, args.use_gpu)
         written = translate_files(args.input, lambda batch: run_predictor(predictor, batch)[0],
                                   Framing(info['img_size'], args.keep_size, args.face_crop), info['img_ch'], args.output)

@@ -197,10 +197,23 @@ def input_spec(img_ch: int, img_size: int) -> list:
 
 def model_files(prefix: str) -> tuple[str, str]:
     """(model file, params file) of an exported prefix, for Paddle 3 (.json) or 2.6 (.pdmodel)."""
-    for extension in ('.json', '.pdmodel'):
-        if os.path.exists(prefix + extension):
-            return prefix + extension, prefix + '.pdiparams'
-    raise FileNotFoundError(f'no exported model at {prefix} (.json or .pdmodel): run python main.py --phase export first')
+    params = prefix + '.pdiparams'
+    for model in (prefix + '.json', prefix + '.pdmodel'):
+        if os.path.isfile(model) and os.path.isfile(params):
+            return model, params
+    raise FileNotFoundError(f'no exported generator at {prefix} (looked for .json or .pdmodel, and .pdiparams): '
+                            f'run python main.py --phase export first')
+
+
+def export_info(prefix: str) -> dict:
+    """What ``export_generators`` recorded beside an exported generator (its image size and channels)."""
+    model_files(prefix)
+    path = os.path.join(os.path.dirname(prefix), 'export_info.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no exported generator at {prefix} ({path} is missing): run python main.py '
+                                f'--phase export first')
+    with open(path) as f:
+        return json.load(f)
 
 
 def cpu_threads() -> int:
