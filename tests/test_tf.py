@@ -6,9 +6,10 @@ Checks (measured values are in docs/tf_model.md):
 * forward, every generator and discriminator output: max |ours − TF| / max |TF| < 1e-4;
 * one training step from model-2 on the recorded batch, compared with model-3: every loss term within
   1e-5 relative; each network's update within 1e-4 (discriminators) and 1e-2 (generators) relative L2
-  and spectral-norm u within 1e-5, except the biases right before an instance norm, whose gradient is
-  zero by construction (rounding noise, which Adam turns into ±lr moves in TF too): those only within
-  Adam's largest move.
+  and spectral-norm u within 1e-5, except the generators' biases right before an instance norm, which
+  are not compared: their gradient is zero by construction (rounding noise, which Adam turns into ±lr
+  moves in TF too), so any two runs differ there by up to Adam's largest move, and no output depends
+  on them.
 """
 import functools
 import json
@@ -33,7 +34,7 @@ TF = os.path.join(os.path.dirname(__file__), 'fixtures', 'tf')
 CONFIGS = ('light', 'full')
 FORWARD_TOL, LOSS_TOL, SN_TOL = 1e-4, 1e-5, 1e-5
 UPDATE_TOL = {'gen': 1e-2, 'dis': 1e-4}
-IN_FRONT_BIAS = re.compile(r'(resblock_\d\.res\d\.conv_0|conv|conv_0|conv_1)\.bias')   # followed by an instance norm
+IN_FRONT_BIAS = re.compile(r'(resblock_\d\.res\d\.conv_0|conv|conv_0|conv_1)\.bias')   # in a generator: an instance norm follows
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,12 +211,10 @@ def step_errors(converted, config: str, tmp_path) -> dict:
     after = paddle.load(converted[config, 3][0])
     for name, net in gan.networks().items():
         ours = {k: v.numpy() for k, v in net.state_dict().items()}
-        exact = [k for k in ours if not k.endswith('.u') and not IN_FRONT_BIAS.fullmatch(k)]
-        delta = {k: (ours[k] - before[name][k], after[name][k].numpy() - before[name][k]) for k in ours}
-        errors[f'update/{name}'] = (np.sqrt(sum(((d[0] - d[1]) ** 2).sum() for k, d in delta.items() if k in exact))
-                                    / np.sqrt(sum((d[1] ** 2).sum() for k, d in delta.items() if k in exact)))
-        noise = [k for k in ours if IN_FRONT_BIAS.fullmatch(k)]
-        errors[f'noise/{name}'] = max([float(np.abs(delta[k][0] - delta[k][1]).max()) for k in noise] or [0])
+        exact = [k for k in ours if not k.endswith('.u') and not (name.startswith('gen') and IN_FRONT_BIAS.fullmatch(k))]
+        delta = {k: (ours[k] - before[name][k], after[name][k].numpy() - before[name][k]) for k in exact}
+        errors[f'update/{name}'] = (np.sqrt(sum(((d[0] - d[1]) ** 2).sum() for d in delta.values()))
+                                    / np.sqrt(sum((d[1] ** 2).sum() for d in delta.values())))
         u = [k for k in ours if k.endswith('.u')]
         if u:
             errors[f'u/{name}'] = max(float(np.abs(ours[k] - after[name][k].numpy()).max()) for k in u)
@@ -225,7 +224,7 @@ def step_errors(converted, config: str, tmp_path) -> dict:
 def step_failures(errors: dict) -> dict:
     def tolerance(key):
         kind, _, name = key.partition('/')
-        return {'loss': LOSS_TOL, 'u': SN_TOL, 'noise': 4e-4}.get(kind) or UPDATE_TOL[name[:3]]
+        return {'loss': LOSS_TOL, 'u': SN_TOL}.get(kind) or UPDATE_TOL[name[:3]]
     return {k: v for k, v in errors.items() if not v < tolerance(k)}
 
 
