@@ -78,7 +78,7 @@ def test_a_checkpoint_that_does_not_load_is_one_line(tmp_path, content, message)
         path.write_bytes(content)
     with pytest.raises(SystemExit) as e:
         app.main(['--checkpoint', str(path)])
-    assert message in str(e.value.code) and '\n' not in str(e.value.code)
+    assert message in one_line_error(e)
 
 
 def refusal(*argv: str) -> str:
