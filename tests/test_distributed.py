@@ -16,12 +16,11 @@ import numpy as np
 
 import pytest
 
-from conftest import tiny_argv
+from conftest import ROOT, tiny_argv
 
 pytestmark = pytest.mark.slow
 LR, STEPS = 1e-4, 4
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'dist_worker.py')
 
 

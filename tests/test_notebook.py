@@ -3,9 +3,8 @@ import os
 
 import pytest
 
+from conftest import ROOT
 from extras.inception import find_fid_helper_weights
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow

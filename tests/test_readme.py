@@ -4,8 +4,9 @@ import re
 from pathlib import Path
 
 import main
+from conftest import ROOT as ROOT_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(ROOT_DIR)
 
 
 def setup_commands() -> list[str]:

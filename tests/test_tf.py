@@ -22,14 +22,14 @@ import pytest
 
 import convert
 import main
-from conftest import copy_checkpoint, data_file, one_line_error, rewrite_entries, tf_prefix, write_table
+from conftest import FIXTURES, copy_checkpoint, data_file, one_line_error, rel_error as rel, rewrite_entries, tf_prefix, write_table
 from dataset import load_image
 from extras import tf_checkpoint, tf_networks
 from extras.convert import TF_SCOPES, convert_tf_checkpoint
 from networks import NETWORKS
 from UGATIT import UGATIT, build_network
 
-TF = os.path.join(os.path.dirname(__file__), 'fixtures', 'tf')
+TF = os.path.join(FIXTURES, 'tf')
 CONFIGS = ('light', 'full')
 FORWARD_TOL, LOSS_TOL, SN_TOL = 1e-4, 1e-5, 1e-5
 UPDATE_TOL = {'gen': 1e-2, 'dis': 1e-4}
@@ -64,10 +64,6 @@ def networks(converted, config: str, step: int = 2) -> dict:
         nets[name].set_state_dict(state[name])
         nets[name].eval()
     return nets
-
-
-def rel(ours, ref) -> float:
-    return float(np.abs(np.asarray(ours) - ref).max() / np.abs(ref).max())
 
 
 def forward_errors(converted, config: str) -> dict:
