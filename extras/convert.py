@@ -149,6 +149,21 @@ def read_official(path: str) -> dict:
 # --------------------------------------------------------------------------- #
 # The architecture, from the shapes
 # --------------------------------------------------------------------------- #
+def light_and_size(fc_in: int, dim: int, img_size: int | None, fc: str) -> tuple[bool, int]:
+    """(light, img_size) from the generator's first γ/β FC ``fc`` ([fc_in → dim]): light when it sees
+    the pooled dim channels (the size is then ``img_size``, default 256), else the (img_size/4)²·dim
+    flattened bottleneck, which fixes the size (a different ``img_size`` is an error)."""
+    if fc_in == dim:
+        return True, DEFAULT_LIGHT_IMG_SIZE if img_size is None else img_size
+    side = math.isqrt(fc_in // dim)
+    if side * side * dim != fc_in:
+        raise ConversionError(f'{fc} sees {fc_in} values, not (img_size/4)²·{dim}')
+    if img_size is not None and img_size != 4 * side:
+        raise ConversionError(f'--img_size {img_size}, but this full model was trained at {4 * side} px '
+                              f'({fc} sees {fc_in} = {side}·{side}·{dim} values)')
+    return False, 4 * side
+
+
 def infer_arch(official: dict, img_size: int | None = None) -> dict:
     """``--light``, ``--ch``, ``--n_res``, ``--n_dis``, ``--img_ch`` and ``--img_size`` of official weights.
 
@@ -166,17 +181,7 @@ def infer_arch(official: dict, img_size: int | None = None) -> dict:
         raise ConversionError(f'genA2B has no {e}: not an official U-GAT-IT generator') from None
     if dim != 4 * ch:
         raise ConversionError(f'genA2B: FC.0 has {dim} outputs, expected 4·ch = {4 * ch}')
-    light = fc_in == dim
-    if light:
-        size = DEFAULT_LIGHT_IMG_SIZE if img_size is None else img_size
-    else:
-        side = math.isqrt(fc_in // dim)
-        if side * side * dim != fc_in:
-            raise ConversionError(f'genA2B: FC.0 sees {fc_in} values, not (img_size/4)²·{dim}')
-        size = 4 * side
-        if img_size is not None and img_size != size:
-            raise ConversionError(f'--img_size {img_size}, but this full model was trained at {size} px '
-                                  f'(its FC.0 sees {fc_in} = {side}·{side}·{dim} values)')
+    light, size = light_and_size(fc_in, dim, img_size, 'genA2B: FC.0')
     n_res = sum(1 for k in gen if re.fullmatch(r'UpBlock1_\d+\.conv1\.weight', k))
     depth = {net: sum(1 for k in official[net] if re.fullmatch(r'model\.\d+\.weight_orig', k))
              for net in ('disGA', 'disLA')}
@@ -285,12 +290,9 @@ def infer_tf_arch(reader: TFCheckpoint, img_size: int | None, smoothing: bool) -
         if name not in reader:
             raise ConversionError(f'{reader.prefix} has no {name}: not a checkpoint of the authors\' U-GAT-IT code')
         return list(reader.entry(name).shape)
-    kh, kw, img_ch, ch = shape('generator_B/conv/conv2d/kernel')
+    _, _, img_ch, ch = shape('generator_B/conv/conv2d/kernel')
     fc_in, dim = shape('generator_B/MLP/linear_0/dense/kernel')
-    light = fc_in == dim
-    size = (img_size or DEFAULT_LIGHT_IMG_SIZE) if light else 4 * math.isqrt(fc_in // dim)
-    if not light and (size // 4) ** 2 * dim != fc_in:
-        raise ConversionError(f'generator_B/MLP/linear_0 sees {fc_in} values, not (img_size/4)²·{dim}')
+    light, size = light_and_size(fc_in, dim, img_size, 'generator_B/MLP/linear_0')
     n_res = len({n for n in reader.names() if re.fullmatch(r'generator_B/resblock_\d+/res1/conv_0/conv2d/kernel', n)})
     n_global = len({n for n in reader.names() if re.fullmatch(r'discriminator_A/global/conv_\d+/kernel', n)})
     n_dis = n_global + 1 if n_global else 6                # a generators-only checkpoint: the TF default

@@ -359,3 +359,10 @@ def test_the_dataset_comes_from_the_tf_folder_name(tmp_path):
     prefix = copy_checkpoint(tf_prefix('light', 2), tmp_path)
     convert.main(['--src', prefix, '--dst', str(tmp_path / 'out'), '--generators_only', 'True'])
     assert 'tiny_params_0000002.pdparams' in os.listdir(tmp_path / 'out')
+
+
+def test_a_full_model_refuses_another_img_size(tmp_path):
+    """The full model's MLP fixes the image size: a different --img_size is one line, as for .pt files."""
+    with pytest.raises(SystemExit) as e:
+        convert.main(['--src', tf_prefix('full', 2), '--dst', str(tmp_path), '--dataset', 'x', '--img_size', '128'])
+    assert 'this full model was trained at 96 px' in one_line_error(e)
