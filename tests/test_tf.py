@@ -312,8 +312,7 @@ def test_a_generators_only_checkpoint_tests_but_does_not_train(tmp_path, tiny_da
 
 
 @pytest.mark.parametrize('damage, message', [
-    ('truncate', 'is truncated'),
-    ('corrupt index', 'corrupt'),
+    ('truncate', 'is truncated'),                  # the reader's errors (test_tf_checkpoint.py) as one line
     ('not U-GAT-IT', 'not a checkpoint of the authors'),
     ('extra variable', 'does not have'),
 ])
@@ -323,10 +322,6 @@ def test_bad_tf_checkpoints_are_one_line_errors(tmp_path, capsys, damage, messag
         path = data_file(prefix)
         with open(path, 'r+b') as f:
             f.truncate(os.path.getsize(path) // 2)
-    elif damage == 'corrupt index':
-        index = bytearray(open(prefix + '.index', 'rb').read())
-        index[100] ^= 0xff
-        open(prefix + '.index', 'wb').write(bytes(index))
     elif damage == 'not U-GAT-IT':
         rewrite_entries(prefix, lambda name, value: value, keep=lambda name: not name.startswith('generator_B'))
     else:
